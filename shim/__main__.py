@@ -1,0 +1,8 @@
+# SPDX-License-Identifier: MIT
+"""`python -m shim` runs the command line."""
+
+import sys
+
+from shim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,285 @@
+# SPDX-License-Identifier: MIT
+"""Command line: the composition root. Parses arguments, wires adapters, maps errors to exits.
+
+Every failure the shim expects is a ShimError and ends as one line on stderr
+and a non-zero exit; an unexpected exception is reported on one line too
+(set ICMP6_SHIM_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from shim import __version__
+from shim.errors import ConfigError, ShimError
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = Path("/etc/icmp6-shim")
+HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+
+
+def _config_dir(arg: str | None) -> Path | None:
+    if arg is not None:
+        path = Path(arg)
+        if not path.is_dir():
+            raise ConfigError(f"{arg}: not a directory (expected a config directory "
+                              "holding icmp6-shim.toml and rules.d/)")
+        return path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_dir() else None
+
+
+def _hook(name: str) -> int:
+    from shim.model import Hook
+
+    return int(Hook[name.upper()])
+
+
+def _parse_hex(text: str) -> bytes:
+    cleaned = "".join(text.split()).removeprefix("0x").replace(":", "")
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError as exc:
+        raise ShimError(f"--hex: not a hex string ({exc})") from exc
+
+
+# -- commands -------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from shim.logs import configure
+    from shim.service import Service
+
+    from shim.config import load_config
+
+    cfg_dir = _config_dir(args.config)
+    settings = load_config(cfg_dir).settings
+    configure(args.log_format or settings.log_format, settings.log_level, stream=sys.stdout)
+    service = Service(cfg_dir, trace=args.trace)
+    return service.run()
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from shim.diversion import cleanup_all
+    from shim.service import check_privileges
+
+    check_privileges()
+    found = cleanup_all()
+    print("removed: " + ", ".join(found) if found else "nothing of icmp6-shim was installed")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from shim.config import load_config
+    from shim.engine import compile_config
+    from shim.rules import lint
+
+    cfg_dir = _config_dir(args.config)
+    config = load_config(cfg_dir)
+    compiled = compile_config(config)
+    warnings = lint(compiled.table)
+    for w in warnings:
+        print(f"warning: {w}")
+    n_user = sum(1 for r in compiled.table.rules if r.origin.value == "user")
+    print(f"ok: {cfg_dir or 'built-in settings'}: {len(compiled.table.rules)} rules "
+          f"({n_user} user), {len(warnings)} warnings")
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from shim.config import load_config
+    from shim.rules import build_table, format_table
+
+    config = load_config(_config_dir(args.config))
+    table = build_table(config.settings, config.rules)
+    print(format_table(table))
+    return 0
+
+
+def _packet_json(view: object) -> dict[str, object]:
+    return dataclasses.asdict(view)  # type: ignore[call-overload, no-any-return]
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from shim.config import load_config
+    from shim.engine import compile_config, ifindex
+    from shim.native import parse
+    from shim.rules import explain
+
+    data = _parse_hex(args.hex)
+    compiled = compile_config(load_config(_config_dir(args.config)))
+    view = parse(data, compiled.config.settings.ext_limit)
+    hook = _hook(args.hook)
+    indev = ifindex(args.iif) if args.iif else 0
+    outdev = ifindex(args.oif) if args.oif else 0
+    result = explain(view, compiled.table, hook, indev, outdev)
+    native_index = compiled.native.classify(data, hook, indev, outdev)
+    native_rule = compiled.table.decisions[native_index].rule
+    if native_rule != result["decision"]["rule"]:  # type: ignore[index]
+        raise ShimError(f"internal error: C matcher chose {native_rule}, Python matcher "
+                        f"{result['decision']['rule']}")  # type: ignore[index]
+    if args.json:
+        print(json.dumps({**_packet_json(view), "hook": args.hook, **result}, indent=2))
+    else:
+        print(_explain_text(view, result, args.hook))
+    return 0
+
+
+def _explain_text(view: object, result: dict[str, object], hook: str) -> str:
+    fields = _packet_json(view)
+    lines = ["packet:"]
+    lines += [f"  {k}: {v}" for k, v in fields.items()]
+    d = result["decision"]
+    assert isinstance(d, dict)
+    mark = f" mark {d['mark']:#x} ({d['mark_name']})" if d.get("mark") is not None else ""
+    lines += [f"decision at hook {hook}: {d['verdict']}{mark}",
+              f"  rule: {d['rule']} ({d['origin']}, priority {d['priority']})",
+              f"  why: {d.get('description', '')}",
+              f"  citation: {d.get('citation', '')}"]
+    over = result.get("overridden") or d.get("overridden") or []
+    if over:
+        lines.append("  also matched, overridden (lower in the order):")
+        lines += [f"    - {o}" for o in over]  # type: ignore[union-attr]
+    return "\n".join(lines)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from shim.config import load_config
+    from shim.engine import compile_config
+    from shim.native import parse
+    from shim.pcap import read_packets
+
+    compiled = compile_config(load_config(_config_dir(args.config)))
+    other = compile_config(load_config(_config_dir(args.diff))) if args.diff else None
+    hook = _hook(args.hook)
+    changed: Counter[str] = Counter()
+    total = 0
+    try:
+        f = open(args.file, "rb")
+    except OSError as exc:
+        raise ShimError(f"{args.file}: {exc.strerror}") from exc
+    with f:
+        for rec in read_packets(f):
+            total += 1
+            if rec.packet is None:
+                if args.json:
+                    print(json.dumps({"index": rec.index, "skipped": rec.skipped}))
+                else:
+                    print(f"{rec.index}: skipped ({rec.skipped})")
+                continue
+            view = parse(rec.packet, compiled.config.settings.ext_limit)
+            d = compiled.table.decisions[compiled.native.classify(rec.packet, hook, 0, 0)]
+            if other is not None:
+                d2 = other.table.decisions[other.native.classify(rec.packet, hook, 0, 0)]
+                if d2.verdict == d.verdict:
+                    continue
+                changed[f"type {view.icmpv6_type}"] += 1
+                if args.json:
+                    print(json.dumps({"index": rec.index, **_packet_json(view),
+                                      "decision": d.as_json(), "other": d2.as_json()}))
+                else:
+                    print(f"{rec.index}: type {view.icmpv6_type} code {view.icmpv6_code} "
+                          f"{view.src} -> {view.dst}: {_short(d)} -> {_short(d2)}")
+                continue
+            if args.json:
+                print(json.dumps({"index": rec.index, **_packet_json(view), "decision": d.as_json()}))
+            else:
+                print(f"{rec.index}: {_describe(view)}: {_short(d)}")
+    if other is not None:
+        print(f"# {sum(changed.values())} of {total} packets change verdict", file=sys.stderr)
+        for k, v in sorted(changed.items()):
+            print(f"#   {k}: {v}", file=sys.stderr)
+    if args.counters:
+        hits = compiled.native.hits()
+        for d, n in zip(compiled.table.decisions, hits):
+            if n:
+                print(f"# {n:8d}  {d.rule}", file=sys.stderr)
+    return 0
+
+
+def _short(d: object) -> str:
+    v = d.verdict  # type: ignore[attr-defined]
+    mark = f":{v.mark_name or hex(v.mark)}" if v.mark is not None else ""
+    return f"{v.action.value}{mark} [{d.rule}]"  # type: ignore[attr-defined]
+
+
+def _describe(view: object) -> str:
+    v = view
+    t = getattr(v, "icmpv6_type")
+    base = f"{getattr(v, 'src')} -> {getattr(v, 'dst')}"
+    if t is None:
+        return f"{base} no ICMPv6 header (upper layer {getattr(v, 'upper_layer')})"
+    flags = ",".join(getattr(v, "malformed"))
+    return f"{base} type {t} code {getattr(v, 'icmpv6_code')}" + (f" malformed={flags}" if flags else "")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shim.demo import run_demo
+
+    cfg = args.config or ("config" if Path("config").is_dir() else None)
+    return run_demo(Path(cfg) if cfg else None)
+
+
+# -- wiring -------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="icmp6-shim", description=__doc__)
+    p.add_argument("--version", action="version", version=f"icmp6-shim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: object, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("run", cmd_run, "run the enforcing daemon in the foreground")
+    sp.add_argument("--config", help="config directory (default /etc/icmp6-shim if present)")
+    sp.add_argument("--trace", action="store_true", help="log every decision (rate-limited)")
+    sp.add_argument("--log-format", choices=("auto", "json", "console"))
+    sp = add("cleanup", cmd_cleanup, "remove diversion rules left by a crashed run")
+    sp = add("check", cmd_check, "validate a configuration and lint its rules")
+    sp.add_argument("--config")
+    sp = add("rules", cmd_rules, "print the merged effective rule table, in order")
+    sp.add_argument("--config")
+    sp = add("explain", cmd_explain, "parse one packet and explain its decision")
+    sp.add_argument("--hex", required=True, help="the packet, IPv6 header first, as hex")
+    sp.add_argument("--config")
+    sp.add_argument("--hook", choices=HOOKS, default="input")
+    sp.add_argument("--iif", help="input interface name")
+    sp.add_argument("--oif", help="output interface name")
+    sp.add_argument("--json", action="store_true")
+    sp = add("replay", cmd_replay, "judge every packet of a pcap/pcapng file")
+    sp.add_argument("file")
+    sp.add_argument("--config")
+    sp.add_argument("--diff", metavar="OTHER_CONFIG", help="show packets whose verdict differs")
+    sp.add_argument("--hook", choices=HOOKS, default="input")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--counters", action="store_true", help="rule hit counts for the capture")
+    sp = add("demo", cmd_demo, "build a 3-node testbed, run the shim on the gateway, show verdicts")
+    sp.add_argument("--config")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `icmp6-shim` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except ShimError as exc:
+        print(f"icmp6-shim: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+        if os.environ.get("ICMP6_SHIM_DEBUG"):
+            raise
+        print(f"icmp6-shim: internal error: {type(exc).__name__}: {exc} "
+              "(set ICMP6_SHIM_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 70

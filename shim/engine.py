@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: MIT
+"""Compile a loaded configuration into what the packet path runs.
+
+Config -> RuleTable (pure Python, ordered, explained) -> NativeTable (the flat
+C table) -> Judge (classify function + one Decision per rule index). Building
+is all-or-nothing: a failure raises before anything running is touched.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from shim.config import Config
+from shim.native import NativeTable
+from shim.nfq import Judge
+from shim.rules import RuleTable, build_table
+
+__all__ = ["Compiled", "compile_config", "ifindex"]
+
+NO_SUCH_IFINDEX = 0xFFFFFFFF  # never a real ifindex: a rule naming a missing interface never matches
+
+
+def ifindex(name: str) -> int:
+    """Interface name -> index, or NO_SUCH_IFINDEX when it does not exist (yet)."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return NO_SUCH_IFINDEX
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """Everything compiled from one configuration, swapped as one value."""
+
+    config: Config
+    table: RuleTable
+    native: NativeTable
+    judge: Judge
+
+
+def compile_config(config: Config) -> Compiled:
+    """Build the rule table, its C form and the Judge.
+
+    Raises:
+        ConfigError: the rules do not form a valid table.
+    """
+    table = build_table(config.settings, config.rules)
+    native = NativeTable(
+        table.native_rules(ifindex), table.type_role, table.type_ike, config.settings.ext_limit
+    )
+    return Compiled(config=config, table=table, native=native,
+                    judge=Judge.build(native.classify, table.decisions))

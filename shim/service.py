@@ -1,0 +1,251 @@
+# SPDX-License-Identifier: MIT
+"""The daemon's lifecycle around one queue: start, judge, reload, stop.
+
+Order is the contract (issue #2):
+  start: compile config -> check privileges -> choose backend -> bind queue
+         -> install diversion -> READY=1
+  stop:  STOPPING=1 -> remove diversion -> drain and answer what is queued -> unbind
+A reload compiles the new config completely, then swaps one attribute between
+two packets; a config that fails keeps the old table and says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shim.config import load_config
+from shim.diversion import Diversion, QueueSpec, choose_backend
+from shim.engine import Compiled, compile_config
+from shim.errors import EnvironmentProblem, ShimError
+from shim.logs import RateLimiter, get_logger
+from shim.model import Decision, Hook
+from shim.native import parse
+from shim.nfq import Judge, PacketLike, QueueReader
+from shim.notify import Notifier
+
+__all__ = ["Service", "check_privileges"]
+
+CAP_NET_ADMIN = 12
+
+
+def check_privileges() -> None:
+    """Raise EnvironmentProblem unless this process holds CAP_NET_ADMIN."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        caps = -1 if os.geteuid() == 0 else 0
+    if not caps & (1 << CAP_NET_ADMIN):
+        raise EnvironmentProblem(
+            "CAP_NET_ADMIN is required to bind NFQUEUE and install the diversion; "
+            "run as root (sudo icmp6-shim run) or under the systemd unit"
+        )
+
+
+@dataclass(slots=True)
+class _Flags:
+    reload: bool = False
+    stop: bool = False
+    signals: list[int] = field(default_factory=list)
+
+
+class Service:
+    """One worker: one queue, one diversion (unless a supervisor owns it)."""
+
+    def __init__(self, config_dir: Path | None, *, notifier: Notifier | None = None,
+                 queue_num: int | None = None, manage_diversion: bool = True,
+                 trace: bool = False) -> None:
+        self.config_dir = config_dir
+        self.trace = trace
+        self.notifier = notifier or Notifier()
+        self.log = get_logger()
+        self.compiled: Compiled = compile_config(load_config(config_dir))
+        self.settings = self.compiled.config.settings
+        self.queue_num = self.settings.queue_num if queue_num is None else queue_num
+        self.manage_diversion = manage_diversion
+        self.reloads = 0
+        self.reload_failures = 0
+        self.last_reload_error: str | None = None
+        self.diversion: Diversion | None = None
+        self.reader: QueueReader | None = None
+        self._flags = _Flags()
+        self._pkt_log_limit = RateLimiter(self.settings.log_rate)
+        self._err_log_limit = RateLimiter(1.0, burst=5)
+        self.started = time.monotonic()
+
+    # -- start -----------------------------------------------------------------
+    def start(self) -> None:
+        """Bind the queue, then divert into it. Raises ShimError on any failure,
+        leaving nothing installed."""
+        check_privileges()
+        s = self.settings
+        spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
+                         hooks=s.hooks, priority=s.chain_priority)
+        if self.manage_diversion:
+            self.diversion, why = choose_backend(s.backend, spec)
+            self.log.info("backend_chosen", backend=self.diversion.name, reason=why)
+        self.reader = QueueReader(
+            self.queue_num, self._judge(self.compiled), s.on_error, maxlen=s.queue_maxlen,
+            sock_rcvbuf=s.sock_rcvbuf, on_logged=self._log_packet, on_exception=self._log_error,
+        )
+        self.reader.bind()
+        self.log.info("queue_bound", queue=self.queue_num)
+        try:
+            self.reader.set_queue_flags(fail_open=s.queue_fail_open)
+            if self.diversion is not None:
+                self.diversion.install()
+                self.log.info("diversion_installed", backend=self.diversion.name,
+                              hooks=[h.name.lower() for h in s.hooks],
+                              queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open)
+        except BaseException:
+            self.reader.unbind()
+            raise
+
+    # -- run -------------------------------------------------------------------
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop in order. Returns an exit code."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old = {sig: signal.signal(sig, self._on_signal)
+               for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            self.log.info("ready", rules=len(self.compiled.table.rules), config=str(self.config_dir))
+            self.notifier.ready(self.status_line())
+            self._loop(wake_r)
+        finally:
+            self.stop()
+            signal.set_wakeup_fd(old_fd)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            wake_r.close()
+            wake_w.close()
+        return 0
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self._flags.reload = True
+        else:
+            self._flags.stop = True
+
+    def _loop(self, wake: socket.socket) -> None:
+        assert self.reader is not None
+        poller = select.poll()
+        nfq_fd = self.reader._sock.sock.fileno() if self.reader._sock else -1
+        poller.register(nfq_fd, select.POLLIN)
+        poller.register(wake.fileno(), select.POLLIN)
+        wd = self.notifier.watchdog_interval
+        tick = min(1.0, wd) if wd else 1.0
+        last_status = 0.0
+        while not self._flags.stop:
+            for fd, _ev in poller.poll(tick * 1000):
+                if fd == wake.fileno():
+                    try:
+                        wake.recv(512)
+                    except BlockingIOError:
+                        pass
+            # Bounded per iteration, so reload/stop/watchdog are served under a flood.
+            self.reader.pump(512)
+            if self._flags.reload:
+                self._flags.reload = False
+                self.reload()
+            now = time.monotonic()
+            if wd:
+                # Pinged from the loop itself: a wedged loop stops pinging.
+                self.notifier.watchdog()
+            if now - last_status >= 2.0:
+                self.notifier.status(self.status_line())
+                last_status = now
+
+    def _judge(self, compiled: Compiled) -> Judge:
+        """The compiled Judge, with every decision logged when tracing."""
+        if not self.trace:
+            return compiled.judge
+        decisions = tuple(dataclasses.replace(d, log=True) for d in compiled.judge.decisions)
+        return Judge.build(compiled.judge.classify, decisions)
+
+    # -- reload ----------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read and compile the config; swap on success, keep the old table on failure."""
+        self.notifier.reloading()
+        try:
+            new = compile_config(load_config(self.config_dir))
+        except ShimError as exc:
+            self.reload_failures += 1
+            self.last_reload_error = str(exc)
+            self.log.error("reload_failed", error=str(exc), kept_rules=len(self.compiled.table.rules))
+            self.notifier.send(READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
+            return False
+        changed = self._restart_needed(new)
+        self.compiled = new
+        if self.reader is not None:
+            self.reader.judge = self._judge(new)  # the swap: one attribute, between two packets
+        self.reloads += 1
+        self.last_reload_error = None
+        self.log.info("reload_ok", rules=len(new.table.rules), reloads=self.reloads,
+                      **({"not_applied": changed} if changed else {}))
+        self.notifier.ready(self.status_line())
+        return True
+
+    def _restart_needed(self, new: Compiled) -> list[str]:
+        """Settings a reload cannot change in place (they shape the queue or diversion)."""
+        old, cur = self.settings, new.config.settings
+        keys = ("queue_num", "workers", "fail_open", "backend", "hooks", "chain_priority")
+        return [k for k in keys if getattr(old, k) != getattr(cur, k)]
+
+    # -- stop ------------------------------------------------------------------
+    def stop(self) -> None:
+        """Remove the diversion, answer what is queued, unbind. Safe to call twice."""
+        self.notifier.stopping()
+        if self.diversion is not None:
+            try:
+                self.diversion.remove()
+                self.log.info("diversion_removed", backend=self.diversion.name)
+            except ShimError as exc:
+                self.log.error("diversion_remove_failed", error=str(exc))
+            self.diversion = None
+        if self.reader is not None:
+            drained = self.reader.drain()
+            self.reader.unbind()
+            self.log.info("stopped", drained=drained, **self.counters())
+            self.reader = None
+
+    # -- observability ------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        st = self.reader.stats if self.reader else None
+        if st is None:
+            return {}
+        return {"packets": st.packets, "errors": st.errors, "enobufs": st.enobufs,
+                **{f"verdict_{k}": v for k, v in st.by_action.items()}}
+
+    def status_line(self) -> str:
+        c = self.counters()
+        return (f"queue {self.queue_num}: {c.get('packets', 0)} packets, "
+                f"{c.get('verdict_accept', 0)} accept, {c.get('verdict_drop', 0)} drop, "
+                f"{c.get('verdict_mark', 0)} mark, {c.get('errors', 0)} errors, "
+                f"{self.reloads} reloads")
+
+    def _log_packet(self, decision: Decision, pkt: PacketLike, payload: bytes) -> None:
+        if self._pkt_log_limit.allow():
+            view = parse(payload, self.settings.ext_limit)
+            self.log.info("verdict", verdict=decision.verdict.action.value,
+                          mark=decision.verdict.mark, rule=decision.rule,
+                          origin=decision.origin.value, hook=Hook(pkt.hook).name.lower(),
+                          icmp6_type=view.icmpv6_type, icmp6_code=view.icmpv6_code,
+                          src=view.src, dst=view.dst, indev=pkt.indev, outdev=pkt.outdev,
+                          suppressed=self._pkt_log_limit.suppressed)
+
+    def _log_error(self, exc: BaseException) -> None:
+        if self._err_log_limit.allow():
+            self.log.error("packet_error", error=repr(exc), on_error=self.settings.on_error.action.value,
+                           suppressed=self._err_log_limit.suppressed)
