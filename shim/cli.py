@@ -77,7 +77,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from shim.config import load_config
     from shim.engine import compile_config
-    from shim.rules import lint
+    from shim.explain import lint
 
     cfg_dir = _config_dir(args.config)
     config = load_config(cfg_dir)
@@ -93,7 +93,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     from shim.config import load_config
-    from shim.rules import build_table, format_table
+    from shim.explain import format_table
+    from shim.rules import build_table
 
     config = load_config(_config_dir(args.config))
     table = build_table(config.settings, config.rules)
@@ -109,7 +110,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from shim.config import load_config
     from shim.engine import compile_config, ifindex
     from shim.native import parse
-    from shim.rules import explain
+    from shim.explain import explain
 
     data = _parse_hex(args.hex)
     compiled = compile_config(load_config(_config_dir(args.config)))

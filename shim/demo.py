@@ -44,7 +44,7 @@ def _solicited(addr: str) -> str:
     import ipaddress
 
     low = ipaddress.IPv6Address(addr).packed[-3:]
-    return str(ipaddress.IPv6Address(bytes.fromhex("ff020000000000000000000001ff") + low))
+    return str(ipaddress.IPv6Address(bytes.fromhex("ff0200000000000000000001ff") + low))
 
 
 def probes(a_ll: str, g_ll: str) -> list[Probe]:
@@ -71,7 +71,7 @@ def probes(a_ll: str, g_ll: str) -> list[Probe]:
         Probe("Router Advert A->G", "g", icmp6_packet(a_ll, "ff02::1", 134, 0, ra_body, 255), "eth0"),
         Probe("Redirect A->G", "g", icmp6_packet(a_ll, G_A, 137, 0, redirect_body, 255)),
         Probe("hostile: NS with hop limit 64", "g", icmp6_packet(A, G_A, 135, 0, ns_body, 64)),
-        Probe("hostile: RA behind a Destination Options header", "g",
+        Probe("RA behind Dest. Options (parsed through)", "g",
               icmp6_packet(a_ll, "ff02::1", 134, 0, ra_body, 255, ext=((60, ext_header(0)),)), "eth0"),
         Probe("hostile: RA in a fragment without its header chain", "g",
               icmp6_packet(a_ll, "ff02::1", 134, 0, ra_body, 255,

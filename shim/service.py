@@ -77,7 +77,9 @@ class Service:
         self.diversion: Diversion | None = None
         self.reader: QueueReader | None = None
         self._flags = _Flags()
-        self._pkt_log_limit = RateLimiter(self.settings.log_rate)
+        # Tracing logs every decision, still bounded: a flood must not flood the journal.
+        self._pkt_log_limit = RateLimiter(max(self.settings.log_rate, 1000.0) if trace
+                                          else self.settings.log_rate)
         self._err_log_limit = RateLimiter(1.0, burst=5)
         self.started = time.monotonic()
 
@@ -89,9 +91,10 @@ class Service:
         s = self.settings
         spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
                          hooks=s.hooks, priority=s.chain_priority)
+        diversion: Diversion | None = None
         if self.manage_diversion:
-            self.diversion, why = choose_backend(s.backend, spec)
-            self.log.info("backend_chosen", backend=self.diversion.name, reason=why)
+            diversion, why = choose_backend(s.backend, spec)
+            self.log.info("backend_chosen", backend=diversion.name, reason=why)
         self.reader = QueueReader(
             self.queue_num, self._judge(self.compiled), s.on_error, maxlen=s.queue_maxlen,
             sock_rcvbuf=s.sock_rcvbuf, on_logged=self._log_packet, on_exception=self._log_error,
@@ -100,9 +103,11 @@ class Service:
         self.log.info("queue_bound", queue=self.queue_num)
         try:
             self.reader.set_queue_flags(fail_open=s.queue_fail_open)
-            if self.diversion is not None:
-                self.diversion.install()
-                self.log.info("diversion_installed", backend=self.diversion.name,
+            if diversion is not None:
+                diversion.install()
+                # Owned from here on: stop() removes only what this process installed.
+                self.diversion = diversion
+                self.log.info("diversion_installed", backend=diversion.name,
                               hooks=[h.name.lower() for h in s.hooks],
                               queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open)
         except BaseException:

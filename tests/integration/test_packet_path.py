@@ -1,0 +1,181 @@
+# SPDX-License-Identifier: MIT
+"""Issue #2: real packets through a real kernel, NFQUEUE and the shim on the gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shim.netns import Topology
+from shim.packets import icmp6_packet
+from shim.runner import ShimProcess
+from tests.integration.wire import A, B, G_A, Wire
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _echo(tag: bytes, dst: str = B) -> bytes:
+    return icmp6_packet(A, dst, 128, 0, b"\x00\x07\x00\x01" + tag)
+
+
+def _ours(topo: Topology) -> str:
+    """What of ours is installed on g (nft table or ip6tables chain/jumps)."""
+    nft = topo.run("g", "nft", "list", "ruleset").stdout
+    ipt = topo.run("g", "ip6tables-save").stdout
+    lines = [line for line in (nft + ipt).splitlines()
+             if "icmp6_shim" in line or "ICMP6_SHIM" in line or "NFQUEUE" in line or "queue num" in line]
+    return "\n".join(lines)
+
+
+class TestVerdictsTakeEffect:
+    def test_accepted_echo_reaches_b_and_is_judged_once(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """On the defaults an Echo Request through g is accepted (protect mark) and arrives."""
+        shim = shim_on(three_node.ns("g"), config_dir(""))
+        w = wire()
+        w.flush()
+        w.send(_echo(b"accept-me"))
+        ev = shim.next_event("verdict", src=A, dst=B, icmp6_type=128)
+        assert ev is not None and ev["verdict"] == "mark" and ev["hook"] == "forward"
+        assert w.arrived("b", b"accept-me") == 1
+        assert shim.next_event("verdict", timeout=0.5, src=A, dst=B, icmp6_type=128) is None
+
+    def test_dropped_echo_never_reaches_b(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """A user rule dropping Echo Requests to b stops them at g; others still pass."""
+        cfg = config_dir('[[rule]]\nname = "no-echo-to-b"\ntype = "echo-request"\n'
+                         f'dst = "{B}/128"\nverdict = "drop"\n')
+        shim = shim_on(three_node.ns("g"), cfg)
+        w = wire()
+        w.flush()
+        w.send(_echo(b"drop-me"))
+        ev = shim.next_event("verdict", src=A, dst=B, icmp6_type=128)
+        assert ev is not None and ev["verdict"] == "drop" and ev["rule"] == "no-echo-to-b"
+        assert w.arrived("b", b"drop-me") == 0
+        w.send(_echo(b"to-g-ok", dst=G_A))
+        assert w.arrived("g", b"to-g-ok") == 1
+
+    def test_mark_is_seen_by_a_later_nft_rule(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """A user mark verdict is visible to a later nftables rule matching the mark."""
+        obs = ("table inet observe {\n chain forward_obs {\n  type filter hook forward priority 0; policy accept;\n"
+               "  meta mark & 0xff00 == 0x4200 icmpv6 type echo-request counter\n }\n}\n")
+        subprocess.run(["ip", "netns", "exec", three_node.ns("g"), "nft", "-f", "-"], input=obs,
+                       text=True, check=True)
+        try:
+            cfg = config_dir('[[rule]]\nname = "tag-echo"\ntype = "echo-request"\n'
+                             'verdict = "mark:0x4200/0xff00"\n')
+            shim = shim_on(three_node.ns("g"), cfg)
+            w = wire()
+            for i in range(3):
+                w.send(_echo(b"mark-%d" % i))
+            assert w.arrived("b", b"mark-2", timeout=1.5) == 1
+            out = json.loads(three_node.run("g", "nft", "-j", "list", "table", "inet", "observe").stdout)
+            counters = [x["rule"]["expr"][-1]["counter"]["packets"] for x in out["nftables"]
+                        if "rule" in x]
+            assert counters == [3]
+            assert shim.events
+        finally:
+            three_node.run("g", "nft", "delete", "table", "inet", "observe")
+
+    def test_neighbor_discovery_keeps_working(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess], config_dir: Callable[..., Path],
+    ) -> None:
+        """With the shim judging g's input, a resolves g and pings it; ND gets the bypass mark."""
+        shim = shim_on(three_node.ns("g"), config_dir(""))
+        three_node.run("a", "ip", "-6", "neigh", "flush", "dev", "eth0")
+        three_node.run("g", "ip", "-6", "neigh", "flush", "dev", "eth0")
+        ping = three_node.run("a", "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", G_A)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert three_node.neighbor_state("a", G_A) in ("REACHABLE", "STALE", "DELAY", "PROBE")
+        ns = shim.next_event("verdict", icmp6_type=135, hook="input")
+        assert ns is not None and ns["verdict"] == "mark" and ns["mark"] == 0x1
+
+
+class TestLifecycle:
+    def test_stop_removes_diversion_and_starting_twice_does_not_duplicate(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess], config_dir: Callable[..., Path],
+    ) -> None:
+        """A second shim on a bound queue fails with one line; the rules exist once; stop removes them."""
+        cfg = config_dir("")
+        first = shim_on(three_node.ns("g"), cfg)
+        installed = _ours(three_node)
+        assert installed
+        second = ShimProcess(cfg, netns=three_node.ns("g")).start()
+        assert second.proc is not None and second.proc.wait(20) != 0
+        second.close()
+        err = " ".join(second.stderr_lines)
+        assert "cannot bind NFQUEUE queue 0" in err and "Traceback" not in err
+        assert _ours(three_node) == installed
+        assert first.stop() == 0
+        assert _ours(three_node) == ""
+
+    @pytest.mark.parametrize("fail_open", [True, False])
+    def test_sigkill_then_cleanup(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], fail_open: bool,
+    ) -> None:
+        """After SIGKILL, fail-open lets traffic flow and fail-closed stops it; cleanup removes all."""
+        shim = shim_on(three_node.ns("g"), config_dir(f"[queue]\nfail_open = {str(fail_open).lower()}\n"))
+        shim.signal(signal.SIGKILL)
+        assert shim.proc is not None
+        shim.proc.wait(10)
+        assert _ours(three_node)
+        w = wire()
+        w.flush()
+        w.send(_echo(b"after-kill"))
+        assert w.arrived("b", b"after-kill") == (1 if fail_open else 0)
+        out = three_node.run("g", sys.executable, "-m", "shim", "cleanup")
+        assert out.returncode == 0 and "removed" in out.stdout
+        assert _ours(three_node) == ""
+        w.send(_echo(b"after-cleanup"))
+        assert w.arrived("b", b"after-cleanup") == 1
+
+
+class TestClearErrors:
+    def _run(self, topo: Topology, *prefix: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return topo.run("g", *prefix, sys.executable, "-m", "shim", "run", timeout=30, env=env)
+
+    def test_without_cap_net_admin(self, three_node: Topology) -> None:
+        """Without CAP_NET_ADMIN: one line naming the capability, exit 3, nothing installed."""
+        out = self._run(three_node, "setpriv", "--inh-caps=-all", "--bounding-set=-net_admin",
+                        "--reuid=65534", "--regid=65534", "--clear-groups")
+        assert out.returncode == 3, out.stderr
+        assert "CAP_NET_ADMIN" in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert _ours(three_node) == ""
+
+    def test_without_nft_and_iptables(self, three_node: Topology, tmp_path: Path) -> None:
+        """With neither nft nor ip6tables on PATH: a precise line, exit 3, queue unbound."""
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        for tool in ("ip", "setpriv"):
+            os.symlink(f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else f"/usr/sbin/{tool}",
+                       bindir / tool)
+        env = dict(os.environ, PATH=str(bindir))
+        out = self._run(three_node, env=env)
+        assert out.returncode == 3, out.stderr
+        assert "no diversion backend works" in out.stderr and "Traceback" not in out.stderr
+        assert _ours(three_node) == ""
+
+    def test_broken_config(self, three_node: Topology, config_dir: Callable[..., Path]) -> None:
+        """A broken config stops the start with exit 2 and a line naming the file."""
+        cfg = config_dir("[queue]\nnum = 'zero'\n")
+        out = three_node.run("g", sys.executable, "-m", "shim", "run", "--config", str(cfg))
+        assert out.returncode == 2 and "icmp6-shim.toml" in out.stderr and "Traceback" not in out.stderr
