@@ -52,16 +52,50 @@ def _parse_hex(text: str) -> bytes:
 
 # -- commands -------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from shim.logs import configure
-    from shim.service import Service
-
     from shim.config import load_config
+    from shim.logs import configure
+    from shim.supervisor import run_daemon
 
     cfg_dir = _config_dir(args.config)
     settings = load_config(cfg_dir).settings
     configure(args.log_format or settings.log_format, settings.log_level, stream=sys.stdout)
-    service = Service(cfg_dir, trace=args.trace)
-    return service.run()
+    return run_daemon(cfg_dir, trace=args.trace, control_socket=args.control_socket)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from shim.config import load_config
+    from shim.control import query
+
+    path = args.socket or load_config(_config_dir(args.config)).settings.control_socket
+    snap = query(path)
+    if args.json:
+        print(json.dumps(snap, indent=2))
+    else:
+        print(_stats_text(snap))
+    return 0
+
+
+def _stats_text(snap: dict[str, object]) -> str:
+    v = snap.get("verdicts") or {}
+    assert isinstance(v, dict)
+    lines = [f"pid {snap.get('pid')}, up {snap.get('uptime_s')} s, backend {snap.get('backend')}, "
+             f"queues {snap.get('queues')}, config {snap.get('config')}",
+             f"packets {snap.get('packets')}: accept {v.get('accept', 0)}, drop {v.get('drop', 0)}, "
+             f"mark {v.get('mark', 0)}; errors {snap.get('errors')}, socket overruns {snap.get('enobufs')}",
+             f"reloads {snap.get('reloads')} (failed {snap.get('reload_failures')})"]
+    for k in snap.get("kernel") or []:  # type: ignore[union-attr]
+        lines.append(f"kernel queue {k['queue']}: waiting {k['queue_total']}, queue drops "
+                     f"{k['queue_dropped']}, user drops {k['user_dropped']}")
+    types = snap.get("types") or {}
+    assert isinstance(types, dict)
+    if types:
+        lines.append("by ICMPv6 type: " + ", ".join(f"{t}={n}" for t, n in sorted(
+            types.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 999)))
+    lines.append("rule hits:")
+    for r in snap.get("rules") or []:  # type: ignore[union-attr]
+        if r["hits"]:
+            lines.append(f"  {r['hits']:>10}  {r['rule']} ({r['origin']}, {r['verdict']})")
+    return "\n".join(lines)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -118,7 +152,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     hook = _hook(args.hook)
     indev = ifindex(args.iif) if args.iif else 0
     outdev = ifindex(args.oif) if args.oif else 0
-    result = explain(view, compiled.table, hook, indev, outdev)
+    result = explain(view, compiled.table, hook, indev, outdev, ifindex=ifindex)
     native_index = compiled.native.classify(data, hook, indev, outdev)
     native_rule = compiled.table.decisions[native_index].rule
     if native_rule != result["decision"]["rule"]:  # type: ignore[index]
@@ -228,7 +262,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- wiring -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icmp6-shim", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="icmp6-shim",
+        description="ICMPv6 policy enforcement behind NFQUEUE, with the defaults of "
+                    "draft-arkko-icmpv6-ike-effects and user rules above them.")
     p.add_argument("--version", action="version", version=f"icmp6-shim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -241,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", help="config directory (default /etc/icmp6-shim if present)")
     sp.add_argument("--trace", action="store_true", help="log every decision (rate-limited)")
     sp.add_argument("--log-format", choices=("auto", "json", "console"))
+    sp.add_argument("--control-socket", help="override [control] socket (empty: none)")
+    sp = add("stats", cmd_stats, "counters of the running daemon (via its control socket)")
+    sp.add_argument("--config")
+    sp.add_argument("--socket", help="control socket path (default: from the config)")
+    sp.add_argument("--json", action="store_true")
     sp = add("cleanup", cmd_cleanup, "remove diversion rules left by a crashed run")
     sp = add("check", cmd_check, "validate a configuration and lint its rules")
     sp.add_argument("--config")
@@ -260,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hook", choices=HOOKS, default="input")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--counters", action="store_true", help="rule hit counts for the capture")
+    from shim.testbed_cli import add_commands
+
+    add_commands(add)  # type: ignore[arg-type]
     sp = add("demo", cmd_demo, "build a 3-node testbed, run the shim on the gateway, show verdicts")
     sp.add_argument("--config")
     return p

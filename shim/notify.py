@@ -31,6 +31,9 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self._addr:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never block the packet loop on a slow reader: a message that does not fit is dropped.
+            self._sock.setblocking(False)
+        self.dropped = 0
 
     @property
     def enabled(self) -> bool:
@@ -43,6 +46,9 @@ class Notifier:
         msg = "\n".join(f"{k}={v}" for k, v in fields.items())
         try:
             self._sock.sendto(msg.encode(), self._addr)
+        except BlockingIOError:
+            self.dropped += 1
+            return False
         except OSError:
             return False
         return True

@@ -36,17 +36,21 @@ class ShimProcess:
         self.watchdog_usec = watchdog_usec
         self.proc: subprocess.Popen[str] | None = None
         self.notifications: list[dict[str, str]] = []
+        self._unseen: list[dict[str, str]] = []  # received, not yet passed by wait_notify
         self.events: list[dict[str, object]] = []
         self.stderr_lines: list[str] = []
         self._events_q: queue.Queue[dict[str, object]] = queue.Queue()
+        self._notify_q: queue.Queue[bytes] = queue.Queue()
         self._tmp = tempfile.TemporaryDirectory(prefix="icmp6-shim-notify-")
         self._notify_path = os.path.join(self._tmp.name, "notify.sock")
+        self.control_socket = os.path.join(self._tmp.name, "control", "control.sock")
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(self._notify_path)
         self._notify.settimeout(0.1)
 
     def argv(self) -> list[str]:
-        cmd = [sys.executable, "-m", "shim", "run", "--log-format", "json", *self.extra]
+        cmd = [sys.executable, "-m", "shim", "run", "--log-format", "json",
+               "--control-socket", self.control_socket, *self.extra]
         if self.config_dir is not None:
             cmd += ["--config", str(self.config_dir)]
         return (["ip", "netns", "exec", self.netns] if self.netns else []) + cmd
@@ -60,7 +64,19 @@ class ShimProcess:
                                      text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
+        threading.Thread(target=self._read_notify, daemon=True).start()
         return self
+
+    def _read_notify(self) -> None:
+        """Drain the notify socket as systemd does, so the child never finds it full."""
+        while self.proc is not None and self.proc.poll() is None:
+            try:
+                data = self._notify.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                continue
+            except OSError:
+                return
+            self._notify_q.put(data)
 
     def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -83,21 +99,24 @@ class ShimProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                data = self._notify.recv(4096)
-            except (TimeoutError, BlockingIOError):
+                data = self._notify_q.get(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
+            except queue.Empty:
                 if time.monotonic() >= deadline or got:
                     break
                 continue
             msg = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             got.append(msg)
             self.notifications.append(msg)
+            self._unseen.append(msg)
         return got
 
     def wait_notify(self, key: str, value: str | None = None, timeout: float = 15.0) -> dict[str, str]:
         """Wait (bounded) for a notify message carrying key (=value)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for msg in self.poll_notify(0.2):
+            self.poll_notify(0.2)
+            while self._unseen:
+                msg = self._unseen.pop(0)
                 if key in msg and (value is None or msg[key] == value):
                     return msg
             if self.proc is not None and self.proc.poll() is not None:

@@ -19,9 +19,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from shim.config import load_config
+from shim.control import ControlServer, kernel_queue_stats
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import Compiled, compile_config
 from shim.errors import EnvironmentProblem, ShimError
@@ -34,6 +36,11 @@ from shim.notify import Notifier
 __all__ = ["Service", "check_privileges"]
 
 CAP_NET_ADMIN = 12
+
+
+def _rule_info(d: Decision) -> dict[str, object]:
+    return {"rule": d.rule, "origin": d.origin.value, "priority": d.priority,
+            "verdict": d.verdict.action.value, "mark_name": d.verdict.mark_name}
 
 
 def check_privileges() -> None:
@@ -62,9 +69,11 @@ class Service:
 
     def __init__(self, config_dir: Path | None, *, notifier: Notifier | None = None,
                  queue_num: int | None = None, manage_diversion: bool = True,
-                 trace: bool = False) -> None:
+                 trace: bool = False, control_socket: str | None = None,
+                 report: Callable[[dict[str, object]], None] | None = None) -> None:
         self.config_dir = config_dir
         self.trace = trace
+        self.report = report
         self.notifier = notifier or Notifier()
         self.log = get_logger()
         self.compiled: Compiled = compile_config(load_config(config_dir))
@@ -82,6 +91,13 @@ class Service:
                                           else self.settings.log_rate)
         self._err_log_limit = RateLimiter(1.0, burst=5)
         self.started = time.monotonic()
+        self.control_path = control_socket if control_socket is not None else self.settings.control_socket
+        self.control: ControlServer | None = None
+        self.backend_name: str | None = None
+        # Rule hits of tables swapped out by reloads, by rule name: counters survive reloads.
+        self._past_hits: dict[str, int] = {}
+        self._past_rules: dict[str, dict[str, object]] = {}  # rules no longer in the table
+        self._past_types = [0] * 256
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
@@ -94,6 +110,7 @@ class Service:
         diversion: Diversion | None = None
         if self.manage_diversion:
             diversion, why = choose_backend(s.backend, spec)
+            self.backend_name = diversion.name
             self.log.info("backend_chosen", backend=diversion.name, reason=why)
         self.reader = QueueReader(
             self.queue_num, self._judge(self.compiled), s.on_error, maxlen=s.queue_maxlen,
@@ -103,6 +120,9 @@ class Service:
         self.log.info("queue_bound", queue=self.queue_num)
         try:
             self.reader.set_queue_flags(fail_open=s.queue_fail_open)
+            if self.control_path:
+                # After the bind: a second instance fails there, before touching our socket.
+                self.control = ControlServer(self.control_path, self.snapshot)
             if diversion is not None:
                 diversion.install()
                 # Owned from here on: stop() removes only what this process installed.
@@ -149,9 +169,11 @@ class Service:
         nfq_fd = self.reader._sock.sock.fileno() if self.reader._sock else -1
         poller.register(nfq_fd, select.POLLIN)
         poller.register(wake.fileno(), select.POLLIN)
+        if self.control is not None:
+            poller.register(self.control.fileno(), select.POLLIN)
         wd = self.notifier.watchdog_interval
-        tick = min(1.0, wd) if wd else 1.0
-        last_status = 0.0
+        tick = min(0.5, wd) if wd else 0.5
+        last_status = last_report = 0.0
         while not self._flags.stop:
             for fd, _ev in poller.poll(tick * 1000):
                 if fd == wake.fileno():
@@ -171,6 +193,11 @@ class Service:
             if now - last_status >= 2.0:
                 self.notifier.status(self.status_line())
                 last_status = now
+            if self.control is not None:
+                self.control.serve_pending()
+            if self.report is not None and now - last_report >= 0.25:
+                self.report(self.snapshot())  # also the supervisor's heartbeat
+                last_report = now
 
     def _judge(self, compiled: Compiled) -> Judge:
         """The compiled Judge, with every decision logged when tracing."""
@@ -192,6 +219,10 @@ class Service:
             self.notifier.send(READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
             return False
         changed = self._restart_needed(new)
+        for decision, hits in zip(self.compiled.table.decisions, self.compiled.native.hits()):
+            self._past_hits[decision.rule] = self._past_hits.get(decision.rule, 0) + hits
+            self._past_rules[decision.rule] = _rule_info(decision)
+        self._past_types = [a + b for a, b in zip(self._past_types, self.compiled.native.type_hits())]
         self.compiled = new
         if self.reader is not None:
             self.reader.judge = self._judge(new)  # the swap: one attribute, between two packets
@@ -212,6 +243,9 @@ class Service:
     def stop(self) -> None:
         """Remove the diversion, answer what is queued, unbind. Safe to call twice."""
         self.notifier.stopping()
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         if self.diversion is not None:
             try:
                 self.diversion.remove()
@@ -232,6 +266,32 @@ class Service:
             return {}
         return {"packets": st.packets, "errors": st.errors, "enobufs": st.enobufs,
                 **{f"verdict_{k}": v for k, v in st.by_action.items()}}
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything `icmp6-shim stats` shows, as plain JSON values."""
+        c = self.counters()
+        table = self.compiled.table
+        hits = self.compiled.native.hits()
+        rules = [dict(_rule_info(d), hits=n + self._past_hits.get(d.rule, 0))
+                 for d, n in zip(table.decisions, hits)]
+        current = {d.rule for d in table.decisions}
+        # Rules a reload removed keep their counts, marked as no longer in the table.
+        rules += [dict(info, hits=self._past_hits[name], in_table=False)
+                  for name, info in self._past_rules.items() if name not in current]
+        return {
+            "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 1),
+            "config": str(self.config_dir) if self.config_dir else None,
+            "backend": self.backend_name, "queues": [self.queue_num],
+            "reloads": self.reloads, "reload_failures": self.reload_failures,
+            "last_reload_error": self.last_reload_error,
+            "packets": c.get("packets", 0), "errors": c.get("errors", 0),
+            "enobufs": c.get("enobufs", 0),
+            "verdicts": {k.removeprefix("verdict_"): v for k, v in c.items() if k.startswith("verdict_")},
+            "types": {str(t): n + p for t, (n, p) in enumerate(zip(self.compiled.native.type_hits(),
+                                                                   self._past_types)) if n + p},
+            "rules": rules,
+            "kernel": kernel_queue_stats([self.queue_num]),
+        }
 
     def status_line(self) -> str:
         c = self.counters()

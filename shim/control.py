@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: MIT
+"""Local control socket: `icmp6-shim stats` asks the running daemon for its counters.
+
+A unix stream socket, mode 0600 in a 0700 directory (root or the service's
+own user only). Protocol: the client sends one line ("stats\\n"), the daemon
+answers one JSON object and closes. The server never blocks the packet loop:
+it is polled non-blocking and each answer is small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from shim.errors import EnvironmentProblem, ShimError
+
+__all__ = ["ControlServer", "kernel_queue_stats", "query"]
+
+NFQUEUE_PROC = "/proc/net/netfilter/nfnetlink_queue"
+_KQ_FIELDS = ("queue", "peer_portid", "queue_total", "copy_mode", "copy_range",
+              "queue_dropped", "user_dropped", "id_sequence")
+
+
+def kernel_queue_stats(queues: range | list[int], text: str | None = None) -> list[dict[str, int]]:
+    """The kernel's own counters for our queues (queue drops, user drops, backlog)."""
+    if text is None:
+        try:
+            with open(NFQUEUE_PROC, encoding="ascii") as f:
+                text = f.read()
+        except OSError:
+            return []
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= len(_KQ_FIELDS) and parts[0].isdigit() and int(parts[0]) in queues:
+            rows.append(dict(zip(_KQ_FIELDS, (int(p) for p in parts[: len(_KQ_FIELDS)]))))
+    return rows
+
+
+class ControlServer:
+    """Answers stats requests with snapshot() as JSON."""
+
+    def __init__(self, path: str, snapshot: Callable[[], dict[str, object]]) -> None:
+        self.path = path
+        self.snapshot = snapshot
+        directory = Path(path).parent
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            old = os.umask(0o177)
+            try:
+                self.sock.bind(path)
+            finally:
+                os.umask(old)
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot create the control socket {path}: {exc.strerror}; "
+                                     "set [control] socket to a writable path") from exc
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def serve_pending(self) -> int:
+        """Answer every waiting client; never blocks for long (0.2 s per client at most)."""
+        served = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return served
+            with conn:
+                conn.settimeout(0.2)
+                try:
+                    conn.recv(64)
+                    conn.sendall(json.dumps(self.snapshot()).encode() + b"\n")
+                except OSError:
+                    pass
+            served += 1
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def query(path: str, timeout: float = 5.0) -> dict[str, object]:
+    """Ask a running daemon for its stats.
+
+    Raises:
+        ShimError: no daemon listens there, or permission is denied.
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(b"stats\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+    except FileNotFoundError as exc:
+        raise ShimError(f"no daemon is running (no control socket at {path})") from exc
+    except PermissionError as exc:
+        raise ShimError(f"permission denied on {path}: run as root") from exc
+    except OSError as exc:
+        raise ShimError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
+    try:
+        result: dict[str, object] = json.loads(b"".join(chunks))
+    except json.JSONDecodeError as exc:
+        raise ShimError(f"the daemon at {path} sent an unreadable answer") from exc
+    return result

@@ -1,0 +1,273 @@
+# SPDX-License-Identifier: MIT
+"""`workers = N`: N worker processes, one queue each, behind one diversion.
+
+The supervisor owns the diversion (queue-balance / fanout over the N queues),
+the control socket and the notify socket; each worker is a Service bound to
+one queue that reports a snapshot every 0.25 s over a pipe. Invariants:
+- READY=1 only once every worker has bound its queue and the diversion is in;
+- WATCHDOG=1 only while every worker's reports are fresh (loop health, not a timer);
+- a worker that dies is logged, counted and restarted (bounded back-off);
+- stop: remove the diversion first, then let each worker drain and unbind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shim.config import load_config
+from shim.control import ControlServer, kernel_queue_stats
+from shim.diversion import Diversion, QueueSpec, choose_backend
+from shim.engine import compile_config
+from shim.errors import ShimError
+from shim.logs import get_logger
+from shim.notify import Notifier
+from shim.service import Service, check_privileges
+
+__all__ = ["Supervisor", "run_daemon"]
+
+_CTX = multiprocessing.get_context("fork")
+
+
+def _worker_main(config_dir: Path | None, queue_num: int, trace: bool,
+                 conn: multiprocessing.connection.Connection) -> None:
+    """Body of a worker process: one Service without diversion or control socket."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it decides the stop order
+    try:
+        service = Service(config_dir, notifier=Notifier({}), queue_num=queue_num,
+                          manage_diversion=False, trace=trace, control_socket="",
+                          report=lambda snap: conn.send(("snapshot", snap)))
+        rc = service.run()
+    except ShimError as exc:
+        conn.send(("error", str(exc)))
+        rc = exc.exit_code
+    os._exit(rc)
+
+
+@dataclass(slots=True)
+class _Worker:
+    queue: int
+    proc: Any = None
+    conn: multiprocessing.connection.Connection | None = None
+    last_report: float = 0.0
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+    bound: bool = False
+
+
+class Supervisor:
+    """Runs N workers behind one diversion."""
+
+    def __init__(self, config_dir: Path | None, *, trace: bool = False,
+                 control_socket: str | None = None, notifier: Notifier | None = None) -> None:
+        self.config_dir = config_dir
+        self.trace = trace
+        self.notifier = notifier or Notifier()
+        self.log = get_logger()
+        self.settings = compile_config(load_config(config_dir)).config.settings
+        s = self.settings
+        self.workers = [_Worker(queue=s.queue_num + i) for i in range(s.workers)]
+        self.control_path = control_socket if control_socket is not None else s.control_socket
+        self.control: ControlServer | None = None
+        self.diversion: Diversion | None = None
+        self.backend_name: str | None = None
+        self.worker_failures = 0
+        self.reloads = 0
+        self.reload_failures = 0
+        self.started = time.monotonic()
+        self._stop = False
+        self._reload = False
+
+    def _spawn(self, w: _Worker) -> None:
+        parent, child = _CTX.Pipe(duplex=False)
+        w.proc = _CTX.Process(target=_worker_main, args=(self.config_dir, w.queue, self.trace, child),
+                              name=f"icmp6-shim-worker-{w.queue}", daemon=False)
+        w.proc.start()
+        child.close()
+        w.conn, w.bound, w.last_report = parent, False, time.monotonic()
+
+    def _receive(self, w: _Worker) -> None:
+        assert w.conn is not None
+        try:
+            while w.conn.poll():
+                kind, payload = w.conn.recv()
+                if kind == "snapshot":
+                    w.snapshot, w.last_report, w.bound = payload, time.monotonic(), True
+                elif kind == "error":
+                    self.log.error("worker_error", queue=w.queue, error=payload)
+        except (EOFError, OSError):
+            w.conn.close()
+            w.conn = None
+
+    def run(self) -> int:
+        check_privileges()
+        s = self.settings
+        spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
+                         hooks=s.hooks, priority=s.chain_priority)
+        diversion, why = choose_backend(s.backend, spec)
+        self.backend_name = diversion.name
+        self.log.info("backend_chosen", backend=diversion.name, reason=why)
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+        try:
+            for w in self.workers:
+                self._spawn(w)
+            self._wait_bound(timeout=30.0)
+            if self.control_path:
+                self.control = ControlServer(self.control_path, self.snapshot)
+            diversion.install()
+            self.diversion = diversion
+            self.log.info("diversion_installed", backend=diversion.name,
+                          queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open, workers=s.workers)
+            self.log.info("ready", workers=s.workers)
+            self.notifier.ready(self.status_line())
+            self._loop()
+        finally:
+            self._shutdown()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _wait_bound(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for w in self.workers:
+                if w.conn is not None:
+                    self._receive(w)
+                if w.proc is not None and not w.proc.is_alive():
+                    raise ShimError(f"worker for queue {w.queue} failed to start "
+                                    f"(exit {w.proc.exitcode}); see the log above")
+            if all(w.bound for w in self.workers):
+                return
+            time.sleep(0.05)
+        raise ShimError(f"workers did not bind their queues within {timeout:.0f}s")
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop = True
+
+    def _loop(self) -> None:
+        wd = self.notifier.watchdog_interval
+        last_status = 0.0
+        while not self._stop:
+            fds: list[Any] = [w.conn for w in self.workers if w.conn is not None]
+            if self.control is not None:
+                fds.append(self.control.sock)
+            try:
+                select.select(fds, [], [], 0.25)
+            except InterruptedError:
+                pass
+            for w in self.workers:
+                if w.conn is not None:
+                    self._receive(w)
+                if w.proc is not None and not w.proc.is_alive() and not self._stop:
+                    self._restart(w)
+            if self.control is not None:
+                self.control.serve_pending()
+            if self._reload:
+                self._reload = False
+                self._forward_reload()
+            now = time.monotonic()
+            if wd and all(now - w.last_report < 2 * wd for w in self.workers):
+                self.notifier.watchdog()
+            if now - last_status >= 2.0:
+                self.notifier.status(self.status_line())
+                last_status = now
+
+    def _restart(self, w: _Worker) -> None:
+        self.worker_failures += 1
+        w.restarts += 1
+        code = w.proc.exitcode if w.proc is not None else None
+        self.log.error("worker_died", queue=w.queue, exit_code=code, restarts=w.restarts)
+        time.sleep(min(0.1 * w.restarts, 2.0))  # bounded back-off against a crash loop
+        self._spawn(w)
+
+    def _forward_reload(self) -> None:
+        """Validate once here (so one error line, one STATUS), then let every worker swap."""
+        self.notifier.reloading()
+        try:
+            compile_config(load_config(self.config_dir))
+        except ShimError as exc:
+            self.reload_failures += 1
+            self.log.error("reload_failed", error=str(exc))
+            self.notifier.send(READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
+            return
+        for w in self.workers:
+            if w.proc is not None and w.proc.is_alive():
+                os.kill(w.proc.pid, signal.SIGHUP)
+        self.reloads += 1
+        self.log.info("reload_ok", workers=len(self.workers), reloads=self.reloads)
+        self.notifier.ready(self.status_line())
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.control is not None:
+            self.control.close()
+        if self.diversion is not None:
+            self.diversion.remove()
+            self.log.info("diversion_removed", backend=self.diversion.name)
+            self.diversion = None
+        for w in self.workers:
+            if w.proc is not None and w.proc.is_alive():
+                os.kill(w.proc.pid, signal.SIGTERM)
+        for w in self.workers:
+            if w.proc is not None:
+                w.proc.join(15)
+                if w.proc.is_alive():
+                    w.proc.kill()
+                    w.proc.join(5)
+        self.log.info("stopped", **{k: v for k, v in self.snapshot().items()
+                                    if k in ("packets", "errors", "worker_failures")})
+
+    def snapshot(self) -> dict[str, object]:
+        """Counters summed over the workers' latest reports."""
+        total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0,
+                                 "verdicts": {}, "types": {}, "rules": {}}
+        for w in self.workers:
+            snap = w.snapshot
+            for key in ("packets", "errors", "enobufs"):
+                total[key] += int(snap.get(key, 0))
+            for key in ("verdicts", "types"):
+                for k, v in snap.get(key, {}).items():
+                    total[key][k] = total[key].get(k, 0) + v
+            for r in snap.get("rules", []):
+                cur = total["rules"].setdefault(r["rule"], dict(r, hits=0))
+                cur["hits"] += r["hits"]
+        return {
+            "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 1),
+            "config": str(self.config_dir) if self.config_dir else None,
+            "backend": self.backend_name, "queues": [w.queue for w in self.workers],
+            "reloads": self.reloads, "reload_failures": self.reload_failures,
+            "worker_failures": self.worker_failures,
+            "workers": [{"queue": w.queue, "pid": w.proc.pid if w.proc else None,
+                         "restarts": w.restarts, "packets": w.snapshot.get("packets", 0)}
+                        for w in self.workers],
+            **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types")},
+            "rules": list(total["rules"].values()),
+            "kernel": kernel_queue_stats([w.queue for w in self.workers]),
+        }
+
+    def status_line(self) -> str:
+        snap = self.snapshot()
+        v = snap["verdicts"]
+        assert isinstance(v, dict)
+        return (f"{len(self.workers)} workers: {snap['packets']} packets, {v.get('accept', 0)} accept, "
+                f"{v.get('drop', 0)} drop, {v.get('mark', 0)} mark, {self.reloads} reloads, "
+                f"{self.worker_failures} worker failures")
+
+
+def run_daemon(config_dir: Path | None, *, trace: bool = False, control_socket: str | None = None) -> int:
+    """One worker runs in-process; several run under a Supervisor."""
+    settings = load_config(config_dir).settings
+    if settings.workers == 1:
+        return Service(config_dir, trace=trace, control_socket=control_socket).run()
+    return Supervisor(config_dir, trace=trace, control_socket=control_socket).run()

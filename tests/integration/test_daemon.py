@@ -1,0 +1,186 @@
+# SPDX-License-Identifier: MIT
+"""Issue #5: the daemon as systemd sees it (notify, reload, watchdog) and its counters."""
+
+from __future__ import annotations
+
+import json
+import signal
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shim.control import query
+from shim.netns import Topology
+from shim.packets import icmp6_packet
+from shim.runner import ShimProcess
+from tests.integration.wire import A, B, Wire
+
+pytestmark = pytest.mark.netns
+
+DROP_ECHO = '[[rule]]\nname = "drop-echo"\ntype = "echo-request"\nverdict = "drop"\n'
+ACCEPT_ECHO = '[[rule]]\nname = "accept-echo"\ntype = "echo-request"\nverdict = "accept"\n'
+BROKEN = '[[rule]]\nname = "broken"\ntype = "no-such-type"\nverdict = "drop"\n'
+
+
+def _echo(tag: bytes, src: str = A) -> bytes:
+    return icmp6_packet(src, B, 128, 0, b"\x00\x09\x00\x01" + tag)
+
+
+class TestNotify:
+    def test_ready_status_reload_watchdog_stopping(
+        self, three_node: Topology, config_dir: Callable[..., Path],
+    ) -> None:
+        """READY with STATUS, watchdog pings, RELOADING+MONOTONIC_USEC then READY on SIGHUP, STOPPING on SIGTERM."""
+        with ShimProcess(config_dir(""), netns=three_node.ns("g"), watchdog_usec=400_000) as shim:
+            ready = shim.wait_notify("READY", "1")
+            assert "packets" in ready.get("STATUS", "")
+            shim.wait_notify("WATCHDOG", "1", timeout=3)
+            shim.signal(signal.SIGHUP)
+            reloading = shim.wait_notify("RELOADING", "1")
+            assert int(reloading["MONOTONIC_USEC"]) > 0
+            assert "reloads" in shim.wait_notify("READY", "1").get("STATUS", "")
+            shim.wait_notify("WATCHDOG", "1", timeout=3)
+            shim.signal(signal.SIGTERM)
+            shim.wait_notify("STOPPING", "1")
+            assert shim.proc is not None and shim.proc.wait(15) == 0
+
+
+class TestReload:
+    def test_bad_config_keeps_the_old_table(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """A config that fails validation changes nothing and says so in STATUS; a good one switches."""
+        cfg = config_dir(DROP_ECHO)
+        shim = shim_on(three_node.ns("g"), cfg)
+        w = wire()
+        w.send(_echo(b"before"))
+        assert w.arrived("b", b"before") == 0
+        (cfg / "icmp6-shim.toml").write_text(BROKEN)
+        shim.signal(signal.SIGHUP)
+        status = shim.wait_notify("READY", "1")
+        assert "reload failed" in status["STATUS"] and "no-such-type" in status["STATUS"]
+        w.send(_echo(b"after-bad"))
+        assert w.arrived("b", b"after-bad") == 0
+        (cfg / "icmp6-shim.toml").write_text(ACCEPT_ECHO)
+        shim.signal(signal.SIGHUP)
+        shim.wait_notify("READY", "1")
+        w.send(_echo(b"after-good"))
+        assert w.arrived("b", b"after-good") == 1
+        snap = query(shim.control_socket)
+        assert snap["reloads"] == 1 and snap["reload_failures"] == 1
+
+    def test_steady_stream_through_reloads_loses_nothing(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """Packets sent while reloading good and bad configs: each judged once, none lost, verdicts switch."""
+        cfg = config_dir(DROP_ECHO)
+        shim = shim_on(three_node.ns("g"), cfg, extra=())
+        w = wire()
+        w.flush()
+        total, stop = 3000, threading.Event()
+        arrived: list[int] = []
+
+        def listen() -> None:
+            sock = w.rx["b"]
+            sock.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    data = sock.recv(2048)
+                except TimeoutError:
+                    continue
+                if data[:1] == b"\x80" and b"stream" in data:
+                    arrived.append(struct.unpack("!I", data[-4:])[0])
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        try:
+            for i in range(total):
+                w.send(_echo(b"stream" + struct.pack("!I", i)))
+                if i % 500 == 250:
+                    body = (BROKEN, ACCEPT_ECHO, DROP_ECHO)[(i // 500) % 3]
+                    (cfg / "icmp6-shim.toml").write_text(body)
+                    shim.signal(signal.SIGHUP)
+                time.sleep(0.0005)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            listener.join(5)
+        snap = query(shim.control_socket)
+        hits = {r["rule"]: r["hits"] for r in snap["rules"]}  # type: ignore[union-attr]
+        assert snap["types"]["128"] == total  # type: ignore[index]
+        assert hits.get("drop-echo", 0) + hits.get("accept-echo", 0) == total
+        assert hits["accept-echo"] == len(arrived) == len(set(arrived))
+        assert 0 < hits["drop-echo"] < total
+        assert all(k["queue_dropped"] == 0 and k["user_dropped"] == 0 for k in snap["kernel"])  # type: ignore[union-attr, index]
+        assert snap["reload_failures"] >= 1 and snap["reloads"] >= 2
+
+
+class TestStats:
+    def test_stats_command_human_and_json(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """`icmp6-shim stats` shows per-rule hits, per-type counts and the kernel's queue counters."""
+        shim = shim_on(three_node.ns("g"), config_dir(DROP_ECHO))
+        w = wire()
+        for i in range(5):
+            w.send(_echo(b"stats%d" % i))
+        time.sleep(0.5)
+        out = three_node.run("g", sys.executable, "-m", "shim", "stats", "--json",
+                             "--socket", shim.control_socket)
+        assert out.returncode == 0, out.stderr
+        snap = json.loads(out.stdout)
+        assert {r["rule"]: r["hits"] for r in snap["rules"]}["drop-echo"] == 5
+        assert snap["types"]["128"] == 5 and snap["kernel"][0]["queue"] == 0
+        human = three_node.run("g", sys.executable, "-m", "shim", "stats", "--socket", shim.control_socket)
+        assert "drop-echo" in human.stdout and "kernel queue 0" in human.stdout
+
+    def test_stats_without_daemon_is_one_line(self, tmp_path: Path) -> None:
+        """No daemon: a precise line and a non-zero exit."""
+        from shim.cli import main
+        assert main(["stats", "--socket", str(tmp_path / "none.sock")]) == 1
+
+
+class TestWorkers:
+    def test_two_workers_share_the_load_and_a_dead_one_is_restarted(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """workers = 2: flows spread over queues 0-1, counters add up, a killed worker comes back."""
+        shim = shim_on(three_node.ns("g"), config_dir("[queue]\nworkers = 2\n" + ACCEPT_ECHO), extra=())
+        w = wire()
+        sources = [f"2001:db8:1::{i:x}" for i in range(0x100, 0x120)]
+        for i in range(320):
+            w.send(_echo(b"wk%d" % i, src=sources[i % len(sources)]))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            snap = query(shim.control_socket)
+            if snap["packets"] >= 320:
+                break
+            time.sleep(0.3)
+        assert snap["types"]["128"] == 320  # type: ignore[index]
+        per_worker = [x["packets"] for x in snap["workers"]]  # type: ignore[union-attr, index]
+        assert len(per_worker) == 2 and all(n > 0 for n in per_worker), per_worker
+        victim = snap["workers"][0]["pid"]  # type: ignore[index]
+        import os
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            snap = query(shim.control_socket)
+            if snap["worker_failures"] == 1 and snap["workers"][0]["pid"] != victim:  # type: ignore[index]
+                break
+            time.sleep(0.2)
+        assert snap["worker_failures"] == 1
+        assert shim.next_event("worker_died", timeout=1, queue=0) is not None or any(
+            e.get("event") == "worker_died" for e in shim.events)
+        time.sleep(1.0)
+        for i in range(64):
+            w.send(_echo(b"after%d" % i, src=sources[i % len(sources)]))
+        assert w.arrived("b", b"after63", timeout=2) == 1
