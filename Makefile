@@ -11,7 +11,8 @@ DESTDIR ?=
 
 # Debian packages the build, the shim and its tests need (installed only if missing).
 SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-dev \
-	libmnl-dev nftables iptables iproute2 iputils-ping tcpdump clang python3-venv python3-dev
+	libmnl-dev nftables iptables iproute2 iputils-ping tcpdump clang python3-venv python3-dev \
+	systemd util-linux
 
 .PHONY: all system-deps venv test demo fuzz bench clean cleanup-host
 
@@ -51,3 +52,38 @@ bench: venv
 
 clean:
 	rm -rf build dist *.egg-info shim/_icmp6*.so shim/_icmp6.c shim/_icmp6.o $(VENV) .pytest_cache .hypothesis
+
+# --- installation on a gateway (issue #5) --------------------------------------
+LIBDIR := $(PREFIX)/lib/icmp6-shim
+UNITDIR ?= /etc/systemd/system
+CONFDIR ?= /etc/icmp6-shim
+DOCDIR := $(PREFIX)/share/doc/icmp6-shim
+
+.PHONY: install uninstall verify-unit
+
+install: system-deps
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PREFIX)/bin
+	test -x $(DESTDIR)$(LIBDIR)/venv/bin/python || $(PYTHON) -m venv $(DESTDIR)$(LIBDIR)/venv
+	$(DESTDIR)$(LIBDIR)/venv/bin/pip install -q --upgrade pip 'setuptools>=70.1' cffi
+	$(DESTDIR)$(LIBDIR)/venv/bin/pip install -q .
+	ln -sf $(LIBDIR)/venv/bin/icmp6-shim $(DESTDIR)$(PREFIX)/bin/icmp6-shim
+	sed -e 's#/usr/local#$(PREFIX)#g' -e 's#/etc/icmp6-shim#$(CONFDIR)#g' systemd/icmp6-shim.service \
+		> $(DESTDIR)$(UNITDIR)/icmp6-shim.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/icmp6-shim.service
+	install -d -m 755 $(DESTDIR)$(CONFDIR) $(DESTDIR)$(CONFDIR)/rules.d
+	# Never overwrite an operator's config.
+	test -e $(DESTDIR)$(CONFDIR)/icmp6-shim.toml || install -m 644 config/icmp6-shim.toml $(DESTDIR)$(CONFDIR)/icmp6-shim.toml
+	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	cp -r docs $(DESTDIR)$(DOCDIR)/
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; enable with: systemctl enable --now icmp6-shim"
+
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+		systemctl disable --now icmp6-shim 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(UNITDIR)/icmp6-shim.service $(DESTDIR)$(PREFIX)/bin/icmp6-shim
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR)
+	# The config goes only if it is still the shipped one and nothing was added.
+	if cmp -s config/icmp6-shim.toml $(DESTDIR)$(CONFDIR)/icmp6-shim.toml; then \
+		rm -f $(DESTDIR)$(CONFDIR)/icmp6-shim.toml; rmdir $(DESTDIR)$(CONFDIR)/rules.d $(DESTDIR)$(CONFDIR) 2>/dev/null || true; \
+	else echo "kept $(DESTDIR)$(CONFDIR) (changed or holds rules)"; fi

@@ -36,10 +36,10 @@ def _config_dir(arg: str | None) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_dir() else None
 
 
-def _hook(name: str) -> int:
+def _hook(name: str) -> "Hook":
     from shim.model import Hook
 
-    return int(Hook[name.upper()])
+    return Hook[name.upper()]
 
 
 def _parse_hex(text: str) -> bytes:
@@ -193,6 +193,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     other = compile_config(load_config(_config_dir(args.diff))) if args.diff else None
     hook = _hook(args.hook)
     changed: Counter[str] = Counter()
+    tally: Counter[tuple[str, str]] = Counter()  # --plot: (type, verdict (origin)) -> packets
+    if args.plot:
+        from shim.testbed_cli import check_plot, plot_verdicts, verdict_key
+
+        check_plot()
     total = 0
     try:
         f = open(args.file, "rb")
@@ -209,6 +214,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 continue
             view = parse(rec.packet, compiled.config.settings.ext_limit)
             d = compiled.table.decisions[compiled.native.classify(rec.packet, hook, 0, 0)]
+            if args.plot:
+                tally[verdict_key(view, d)] += 1
             if other is not None:
                 d2 = other.table.decisions[other.native.classify(rec.packet, hook, 0, 0)]
                 if d2.verdict == d.verdict:
@@ -229,6 +236,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"# {sum(changed.values())} of {total} packets change verdict", file=sys.stderr)
         for k, v in sorted(changed.items()):
             print(f"#   {k}: {v}", file=sys.stderr)
+    if args.plot:
+        plot_verdicts(tally, args.plot)
+        print(f"# plot of {sum(tally.values())} packets written to {args.plot}", file=sys.stderr)
     if args.counters:
         hits = compiled.native.hits()
         for d, n in zip(compiled.table.decisions, hits):
@@ -302,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hook", choices=HOOKS, default="input")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--counters", action="store_true", help="rule hit counts for the capture")
+    sp.add_argument("--plot", metavar="PNG", help="stacked bars of verdicts per ICMPv6 type "
+                    "(default vs user rule); needs matplotlib (extra 'plot')")
     from shim.testbed_cli import add_commands
 
     add_commands(add)  # type: ignore[arg-type]

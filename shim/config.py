@@ -246,7 +246,21 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
             "format": ("log_format", _choice({k: k for k in ("auto", "json", "console")})),
             "rate": ("log_rate", _rate)},
     "control": {"socket": ("control_socket", _str)},
+    "metrics": {"prometheus": ("prometheus", lambda v: _loopback_endpoint(_str(v)))},
 }
+
+
+def _loopback_endpoint(text: str) -> str:
+    """HOST:PORT on a loopback address: counters are not for the network at large."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ok = bool(sep) and ipaddress.ip_address(host).is_loopback and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _Bad(f"{text!r} is not a loopback HOST:PORT such as 127.0.0.1:9477 or [::1]:9477")
+    return text
 
 
 def _table(doc: dict[str, Any], key: str, path: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import Compiled, compile_config
 from shim.errors import EnvironmentProblem, ShimError
 from shim.logs import RateLimiter, get_logger
+from shim.metrics import start_exporter
 from shim.model import Decision, Hook
 from shim.native import parse
 from shim.nfq import Judge, PacketLike, QueueReader
@@ -123,6 +124,9 @@ class Service:
             if self.control_path:
                 # After the bind: a second instance fails there, before touching our socket.
                 self.control = ControlServer(self.control_path, self.snapshot)
+            if s.prometheus and self.report is None:
+                start_exporter(s.prometheus, self.snapshot)
+                self.log.info("metrics_serving", endpoint=s.prometheus)
             if diversion is not None:
                 diversion.install()
                 # Owned from here on: stop() removes only what this process installed.

@@ -29,6 +29,7 @@ from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import compile_config
 from shim.errors import ShimError
 from shim.logs import get_logger
+from shim.metrics import start_exporter
 from shim.notify import Notifier
 from shim.service import Service, check_privileges
 
@@ -122,6 +123,8 @@ class Supervisor:
             self._wait_bound(timeout=30.0)
             if self.control_path:
                 self.control = ControlServer(self.control_path, self.snapshot)
+            if s.prometheus:
+                start_exporter(s.prometheus, self.snapshot)
             diversion.install()
             self.diversion = diversion
             self.log.info("diversion_installed", backend=diversion.name,

@@ -35,14 +35,15 @@ class Wire:
             except BlockingIOError:
                 pass
 
-    def arrived(self, node: str, tail: bytes, timeout: float = 1.0) -> int:
-        """How many ICMPv6 messages ending in `tail` reached `node` within timeout."""
+    def arrived(self, node: str, tail: bytes, timeout: float = 1.0, *, contains: bool = False) -> int:
+        """How many ICMPv6 messages ending in (or containing) `tail` reached `node` within timeout."""
         sock, count = self.rx[node], 0
         deadline = time.monotonic() + timeout
         sock.settimeout(0.05)
         while time.monotonic() < deadline:
             try:
-                if sock.recv(65535).endswith(tail):
+                data = sock.recv(65535)
+                if (tail in data) if contains else data.endswith(tail):
                     count += 1
             except TimeoutError:
                 continue
