@@ -145,4 +145,13 @@ def run_demo(config_dir: Path | None) -> int:
             s.close()
     missing = sum(1 for r in rows if r[1] == "no verdict seen")
     print(f"cleaned up: namespaces {', '.join(topo.ns(n.name) for n in topo.spec.nodes)} removed")
-    return 0 if missing == 0 else 1
+    unexpected = deadlock_before_after()
+    return 0 if missing == 0 and unexpected == 0 else 1
+
+
+def deadlock_before_after() -> int:
+    """The draft's section 1 deadlock without and with the shim (testbed scenario `deadlock`)."""
+    from shim.testbed import load_scenario, run_scenario
+
+    print("\n--- the draft's deadlock: `icmp6-shim testbed run deadlock` ---")
+    return run_scenario(load_scenario("deadlock"))

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/* fuzz_icmp6.c - libFuzzer target for icmp6_parse and icmp6_classify.
+ *
+ * Input: octet 0 picks ext_limit (0..255, exercising the clamp) and the
+ * hook; the rest is the packet. Besides ASan/UBSan, the target aborts when a
+ * view breaks an invariant of the contract in icmp6.h, so logic errors show
+ * up as crashes too.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "icmp6.h"
+
+/* contract: abort (a crash for libFuzzer) when cond is false. */
+#define CHECK(cond) do { if (!(cond)) { abort(); } } while (0)
+
+enum { N_RULES = 6 };
+
+/* contract: fill a rule that constrains nothing. */
+static void any_rule(struct icmp6_rule *r)
+{
+    memset(r, 0, sizeof *r);
+    memset(r->types, 0xff, sizeof r->types);
+    memset(r->codes, 0xff, sizeof r->codes);
+    r->hooks = 0x1f;
+    r->roles = 0x0f;
+    r->ike = 0x0f;
+    r->frag = 0x0f;
+    r->src_classes = 0x1ff;
+    r->dst_classes = 0x1ff;
+    r->hop_max = 255;
+    r->chain_complete = -1;
+    r->malformed = -1;
+}
+
+/* contract: build a small fixed table that touches every rule field. */
+static void build_table(struct icmp6_table *t, struct icmp6_rule *rules, uint64_t *hits)
+{
+    for (int i = 0; i < N_RULES; i++) {
+        any_rule(&rules[i]);
+    }
+    memset(rules[0].types, 0, sizeof rules[0].types);
+    rules[0].types[2] = 1ull << (135 - 128) | 1ull << (136 - 128);  /* NS, NA */
+    rules[0].need = ICMP6_NEED_TYPE | ICMP6_NEED_ND;
+    rules[0].nd_valid = 1;
+    rules[0].hop_min = 255;
+    rules[1].need = ICMP6_NEED_MTU;
+    rules[1].mtu_min = 1280;
+    rules[1].mtu_max = 0xffffffff;
+    rules[1].src_plen = 33;
+    rules[1].src_prefix[0] = 0x20;
+    rules[1].src_prefix[1] = 0x01;
+    rules[1].src_prefix[4] = 0x80;
+    rules[2].malformed = 1;
+    rules[2].dst_plen = 200;                /* clamped to 128 */
+    rules[3].frag = 1u << ICMP6_FRAG_NON_FIRST;
+    rules[3].indev = 2;
+    rules[4].roles = ICMP6_ROLE_LINK_LOCAL;
+    rules[4].chain_complete = 0;
+    rules[4].need = ICMP6_NEED_CODE;
+    memset(rules[4].codes, 0, sizeof rules[4].codes);
+    rules[4].codes[0] = 1;
+    rules[5].hooks = 1u << ICMP6_HOOK_FORWARD;
+    memset(t, 0, sizeof *t);
+    for (int i = 0; i < 256; i++) {
+        t->type_role[i] = (uint8_t)(1u << (i % 4));
+        t->type_ike[i] = (uint8_t)(1u << (i % 3));
+    }
+    t->n_rules = N_RULES;
+    t->rules = rules;
+    t->hits = hits;
+}
+
+/* contract: abort unless v, parsed from len octets with limit, is consistent. */
+static void check_view(const struct icmp6_view *v, size_t len, uint32_t limit)
+{
+    uint32_t clamped = limit < 1 ? 1 : limit > ICMP6_EXT_MAX ? ICMP6_EXT_MAX : limit;
+    CHECK(v->n_ext <= clamped);
+    CHECK(v->frag_status <= ICMP6_FRAG_NON_FIRST);
+    CHECK(v->src_class <= ICMP6_ADDR_ABSENT && v->dst_class <= ICMP6_ADDR_ABSENT);
+    CHECK((v->src_class == ICMP6_ADDR_ABSENT) == (len < 40));
+    CHECK(v->malformed < 64);
+    CHECK(v->nd_failed < 1024);
+    CHECK(v->icmpv6_length <= (len > 40 ? len - 40 : 0));
+    CHECK((v->icmpv6_type < 0) == (v->icmpv6_code < 0));
+    CHECK(v->icmpv6_type < 256 && v->icmpv6_code < 256);
+    CHECK(v->upper_layer >= -1 && v->upper_layer < 256);
+    CHECK(v->upper_layer < 0 ? v->upper_layer_offset == 0 : v->upper_layer_offset <= len);
+    CHECK(v->nd_valid == -1 ? v->nd_failed == 0 : v->nd_valid == (v->nd_failed == 0));
+    CHECK(v->mtu >= -1 && v->mtu <= 0xffffffffll);
+    CHECK(v->mtu < 0 || v->icmpv6_type == 2);
+    CHECK(!v->chain_complete || v->upper_layer >= 0);
+    CHECK(v->icmpv6_type < 0 || v->upper_layer == 58);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct icmp6_rule rules[N_RULES];
+    uint64_t hits[N_RULES + 1] = {0};
+    struct icmp6_table t;
+    struct icmp6_view v;
+    struct icmp6_view again;
+    if (size == 0) {
+        CHECK(icmp6_parse(data, 0, 16, &v) == 0);
+        check_view(&v, 0, 16);
+        return 0;
+    }
+    uint32_t limit = data[0];
+    uint32_t hook = data[0] % 9;  /* 5..8 are not hooks: nothing may match */
+    const uint8_t *pkt = data + 1;
+    size_t len = size - 1;
+    CHECK(icmp6_parse(pkt, len, limit, &v) == 0);
+    check_view(&v, len, limit);
+    CHECK(icmp6_parse(pkt, len, limit, &again) == 0);
+    CHECK(memcmp(&v, &again, sizeof v) == 0);  /* deterministic, padding included */
+
+    build_table(&t, rules, hits);
+    t.ext_limit = limit;
+    uint32_t idx = icmp6_classify(&t, pkt, len, hook, 2, 3, &v);
+    CHECK(idx <= N_RULES);
+    CHECK(hits[idx] == 1);
+    for (uint32_t i = 0; i < idx; i++) {
+        CHECK(!icmp6_rule_matches(&t, &rules[i], &v, hook, 2, 3));
+    }
+    CHECK(idx == N_RULES || icmp6_rule_matches(&t, &rules[idx], &v, hook, 2, 3));
+    CHECK(hook <= ICMP6_HOOK_POSTROUTING || idx == N_RULES);
+    t.hits = NULL;
+    CHECK(icmp6_classify(&t, pkt, len, hook, 2, 3, NULL) == idx);
+    return 0;
+}
