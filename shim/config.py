@@ -241,6 +241,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
                   "hooks": ("hooks", _hooks),
                   "chain_priority": ("chain_priority", _int(-2**31, 2**31 - 1))},
     "parser": {"ext_limit": ("ext_limit", _int(1, 64))},
+    "engine": {"kind": ("engine", _choice({k: k for k in ("netfilterqueue", "batched")}))},
     "log": {"level": ("log_level", _choice({k: k for k in
                                             ("debug", "info", "warning", "error", "critical")})),
             "format": ("log_format", _choice({k: k for k in ("auto", "json", "console")})),

@@ -39,6 +39,15 @@ __all__ = ["Service", "check_privileges"]
 CAP_NET_ADMIN = 12
 
 
+def make_reader(engine: str) -> type[QueueReader]:
+    """The reader class of an engine: the netfilterqueue callback, or the batched C loop."""
+    if engine == "batched":
+        from shim.fastpath import BatchedReader
+
+        return BatchedReader
+    return QueueReader
+
+
 def _rule_info(d: Decision) -> dict[str, object]:
     return {"rule": d.rule, "origin": d.origin.value, "priority": d.priority,
             "verdict": d.verdict.action.value, "mark_name": d.verdict.mark_name}
@@ -113,7 +122,7 @@ class Service:
             diversion, why = choose_backend(s.backend, spec)
             self.backend_name = diversion.name
             self.log.info("backend_chosen", backend=diversion.name, reason=why)
-        self.reader = QueueReader(
+        self.reader = make_reader(s.engine)(
             self.queue_num, self._judge(self.compiled), s.on_error, maxlen=s.queue_maxlen,
             sock_rcvbuf=s.sock_rcvbuf, on_logged=self._log_packet, on_exception=self._log_error,
         )
