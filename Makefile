@@ -32,7 +32,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml setup.py native/build_icmp6.py $(wildcard native/*.c native/*.h)
 	$(MAKE) system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 'setuptools>=70.1' cffi wheel
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' cffi wheel
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
@@ -64,7 +64,7 @@ DOCDIR := $(PREFIX)/share/doc/icmp6-shim
 install: system-deps
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PREFIX)/bin
 	test -x $(DESTDIR)$(LIBDIR)/venv/bin/python || $(PYTHON) -m venv $(DESTDIR)$(LIBDIR)/venv
-	$(DESTDIR)$(LIBDIR)/venv/bin/pip install -q --upgrade pip 'setuptools>=70.1' cffi
+	$(DESTDIR)$(LIBDIR)/venv/bin/pip install -q --upgrade pip 'setuptools>=77' cffi
 	$(DESTDIR)$(LIBDIR)/venv/bin/pip install -q .
 	ln -sf $(LIBDIR)/venv/bin/icmp6-shim $(DESTDIR)$(PREFIX)/bin/icmp6-shim
 	sed -e 's#/usr/local#$(PREFIX)#g' -e 's#/etc/icmp6-shim#$(CONFDIR)#g' systemd/icmp6-shim.service \
