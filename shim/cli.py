@@ -16,9 +16,11 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from shim import __version__
 from shim.errors import ConfigError, ShimError
+from shim.model import Hook
 
 __all__ = ["main"]
 
@@ -36,9 +38,7 @@ def _config_dir(arg: str | None) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_dir() else None
 
 
-def _hook(name: str) -> "Hook":
-    from shim.model import Hook
-
+def _hook(name: str) -> Hook:
     return Hook[name.upper()]
 
 
@@ -83,7 +83,7 @@ def _stats_text(snap: dict[str, object]) -> str:
              f"packets {snap.get('packets')}: accept {v.get('accept', 0)}, drop {v.get('drop', 0)}, "
              f"mark {v.get('mark', 0)}; errors {snap.get('errors')}, socket overruns {snap.get('enobufs')}",
              f"reloads {snap.get('reloads')} (failed {snap.get('reload_failures')})"]
-    for k in snap.get("kernel") or []:  # type: ignore[union-attr]
+    for k in cast(list[dict[str, int]], snap.get("kernel") or []):
         lines.append(f"kernel queue {k['queue']}: waiting {k['queue_total']}, queue drops "
                      f"{k['queue_dropped']}, user drops {k['user_dropped']}")
     types = snap.get("types") or {}
@@ -92,7 +92,7 @@ def _stats_text(snap: dict[str, object]) -> str:
         lines.append("by ICMPv6 type: " + ", ".join(f"{t}={n}" for t, n in sorted(
             types.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 999)))
     lines.append("rule hits:")
-    for r in snap.get("rules") or []:  # type: ignore[union-attr]
+    for r in cast(list[dict[str, Any]], snap.get("rules") or []):
         if r["hits"]:
             lines.append(f"  {r['hits']:>10}  {r['rule']} ({r['origin']}, {r['verdict']})")
     return "\n".join(lines)
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default vs user rule); needs matplotlib (extra 'plot')")
     from shim.testbed_cli import add_commands
 
-    add_commands(add)  # type: ignore[arg-type]
+    add_commands(add)
     sp = add("demo", cmd_demo, "build a 3-node testbed, run the shim on the gateway, show verdicts")
     sp.add_argument("--config")
     return p

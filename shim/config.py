@@ -64,6 +64,7 @@ class Config:
     settings: Settings
     rules: tuple[Rule, ...]
     files: tuple[str, ...]
+    shadow_rules: tuple[Rule, ...] | None = None  # [shadow] rules: a candidate, never enforced
 
 
 def load_config(config_dir: Path | None) -> Config:
@@ -97,7 +98,29 @@ def load_config(config_dir: Path | None) -> Config:
             _only_rules(doc, str(path))
         rules += _rules(doc.get("rule", []), str(path), order, settings)
     _check_unique(rules)
-    return Config(settings=settings, rules=tuple(rules), files=tuple(str(p) for p in paths))
+    shadow = _shadow_rules(config_dir, settings, len(paths), rules)
+    return Config(settings=settings, rules=tuple(rules), files=tuple(str(p) for p in paths),
+                  shadow_rules=shadow)
+
+
+def _shadow_rules(config_dir: Path, settings: Settings, order: int,
+                  rules: list[Rule]) -> tuple[Rule, ...] | None:
+    """The [shadow] rules file: rules only, read as if it were the last drop-in."""
+    if settings.shadow is None:
+        return None
+    where = f"{config_dir / MAIN_FILE}: [shadow] rules"
+    if settings.engine != "netfilterqueue":
+        raise ConfigError(f"{where}: shadow mode runs on the netfilterqueue engine; "
+                          f"[engine] kind is {settings.engine!r}")
+    path = Path(settings.shadow)
+    path = path if path.is_absolute() else config_dir / path
+    if not path.is_file():
+        raise ConfigError(f"{where}: {path} is not a file")
+    doc = _read(path)
+    _only_rules(doc, str(path))
+    shadow = _rules(doc.get("rule", []), str(path), order, settings)
+    _check_unique(rules + shadow)
+    return tuple(shadow)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -248,6 +271,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
             "rate": ("log_rate", _rate)},
     "control": {"socket": ("control_socket", _str)},
     "metrics": {"prometheus": ("prometheus", lambda v: _loopback_endpoint(_str(v)))},
+    "shadow": {"rules": ("shadow", _str)},
 }
 
 

@@ -97,7 +97,7 @@ def send_and_observe(topo: Topology, shim: ShimProcess, probe: Probe,
     ev = shim.next_event("verdict", timeout=2.0, src=src, dst=dst)
     verdict = "no verdict seen"
     if ev is not None:
-        mark = f" mark={ev['mark']:#x}" if ev.get("mark") is not None else ""  # type: ignore[str-format]
+        mark = f" mark={ev['mark']:#x}" if ev.get("mark") is not None else ""
         verdict = f"{ev['verdict']}{mark} [{ev['rule']}]"
     return verdict, _arrived(rx[probe.to], icmp[-8:], timeout=0.5)
 

@@ -15,6 +15,7 @@ from shim.config import Config
 from shim.native import NativeTable
 from shim.nfq import Judge
 from shim.rules import RuleTable, build_table
+from shim.shadow import Shadow
 
 __all__ = ["Compiled", "compile_config", "ifindex"]
 
@@ -37,6 +38,7 @@ class Compiled:
     table: RuleTable
     native: NativeTable
     judge: Judge
+    shadow: Shadow | None = None
 
 
 def compile_config(config: Config) -> Compiled:
@@ -46,8 +48,15 @@ def compile_config(config: Config) -> Compiled:
         ConfigError: the rules do not form a valid table.
     """
     table = build_table(config.settings, config.rules)
-    native = NativeTable(
-        table.native_rules(ifindex), table.type_role, table.type_ike, config.settings.ext_limit
-    )
+    native = _native(table, config.settings.ext_limit)
+    shadow = None
+    if config.shadow_rules is not None:
+        candidate = build_table(config.settings, config.rules + config.shadow_rules)
+        shadow = Shadow(classify=_native(candidate, config.settings.ext_limit).classify,
+                        decisions=candidate.decisions, source=str(config.settings.shadow))
     return Compiled(config=config, table=table, native=native,
-                    judge=Judge.build(native.classify, table.decisions))
+                    judge=Judge.build(native.classify, table.decisions, shadow), shadow=shadow)
+
+
+def _native(table: RuleTable, ext_limit: int) -> NativeTable:
+    return NativeTable(table.native_rules(ifindex), table.type_role, table.type_ike, ext_limit)

@@ -65,7 +65,7 @@ def start_exporter(endpoint: str, snapshot: Callable[[], dict[str, Any]]) -> Non
             yield kq
 
     host, _, port = endpoint.rpartition(":")
-    REGISTRY.register(Collector())  # type: ignore[arg-type]
+    REGISTRY.register(Collector())
     try:
         start_http_server(int(port), addr=host.strip("[]"))
     except OSError as exc:

@@ -271,6 +271,7 @@ class Settings:
     log_rate: float = 10.0          # per-packet log events per second, at most
     control_socket: str = "/run/icmp6-shim/control.sock"
     prometheus: str | None = None   # "127.0.0.1:9477" enables the exporter (loopback only)
+    shadow: str | None = None       # a rules file judged beside the enforced table, never enforced
 
     def mark(self, name: str) -> MarkName:
         """Return the named mark; KeyError if the config does not define it."""

@@ -161,16 +161,17 @@ class Topology:
             (na, ia), (nb, ib) = link.ends
             tmp_a, tmp_b = f"i6s{os.getpid() % 10000}x{i}a", f"i6s{os.getpid() % 10000}x{i}b"
             _ip("link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
-            for tmp, node, ifname, addr in ((tmp_a, na, ia, link.addresses[0]),
+            for tmp, name, ifname, addr in ((tmp_a, na, ia, link.addresses[0]),
                                             (tmp_b, nb, ib, link.addresses[1])):
-                _ip("link", "set", tmp, "netns", self.ns(node))
-                _ip("-n", self.ns(node), "link", "set", tmp, "name", ifname)
-                self.sysctl(node, f"net.ipv6.conf.{ifname}.accept_dad", "0")
+                netns = self.ns(name)
+                _ip("link", "set", tmp, "netns", netns)
+                _ip("-n", netns, "link", "set", tmp, "name", ifname)
+                self.sysctl(name, f"net.ipv6.conf.{ifname}.accept_dad", "0")
                 if link.mtu:
-                    _ip("-n", self.ns(node), "link", "set", ifname, "mtu", str(link.mtu))
+                    _ip("-n", netns, "link", "set", ifname, "mtu", str(link.mtu))
                 if addr:
-                    _ip("-n", self.ns(node), "addr", "add", addr, "dev", ifname, "nodad")
-                _ip("-n", self.ns(node), "link", "set", ifname, "up")
+                    _ip("-n", netns, "addr", "add", addr, "dev", ifname, "nodad")
+                _ip("-n", netns, "link", "set", ifname, "up")
         for node in self.spec.nodes:
             for route in node.routes:
                 _ip("-n", self.ns(node.name), "-6", "route", "add", *route.split())
@@ -210,7 +211,9 @@ class Topology:
 
     def popen(self, node: str, *argv: str, **kw: object) -> subprocess.Popen[bytes]:
         """Start a command inside a node's namespace."""
-        return subprocess.Popen(["ip", "netns", "exec", self.ns(node), *argv], **kw)  # type: ignore[call-overload]
+        proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+            ["ip", "netns", "exec", self.ns(node), *argv], **kw)
+        return proc
 
     def socket(self, node: str, family: int, kind: int, proto: int = 0) -> socket.socket:
         """A socket living in a node's namespace."""

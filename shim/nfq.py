@@ -23,6 +23,7 @@ from typing import Protocol
 
 from shim.errors import EnvironmentProblem
 from shim.model import Action, Decision, Verdict
+from shim.shadow import Shadow
 
 __all__ = ["Judge", "PacketLike", "QueueReader", "Stats", "apply_verdict"]
 
@@ -74,14 +75,15 @@ class Judge:
     decisions: tuple[Decision, ...]
     # Per decision: (kind, mark value, mask) precomputed so the callback does no lookups.
     plan: tuple[tuple[int, int, int], ...]
+    shadow: Shadow | None = None  # a candidate table judged beside this one, never enforced
 
     @classmethod
     def build(cls, classify: Callable[[bytes, int, int, int], int],
-              decisions: tuple[Decision, ...]) -> Judge:
+              decisions: tuple[Decision, ...], shadow: Shadow | None = None) -> Judge:
         plan = tuple(
             (_KIND[d.verdict.action], d.verdict.mark or 0, d.verdict.mask) for d in decisions
         )
-        return cls(classify=classify, decisions=decisions, plan=plan)
+        return cls(classify=classify, decisions=decisions, plan=plan, shadow=shadow)
 
 
 class _BudgetSocket:
@@ -248,9 +250,12 @@ class QueueReader:
             pkt.accept()
             stats.by_action["mark"] += 1
         decision = judge.decisions[index]
-        if decision.log and self.on_logged is not None:
+        if (decision.log and self.on_logged is not None) or judge.shadow is not None:
             try:
-                self.on_logged(decision, pkt, payload)
+                if judge.shadow is not None:
+                    judge.shadow.observe(payload, pkt.hook, pkt.indev, pkt.outdev, decision)
+                if decision.log and self.on_logged is not None:
+                    self.on_logged(decision, pkt, payload)
             except Exception as exc:  # noqa: BLE001
                 stats.errors += 1
                 if self.on_exception is not None:

@@ -19,7 +19,7 @@ def checksum(src: bytes, dst: bytes, next_header: int, upper: bytes) -> int:
     data = src + dst + struct.pack("!I3xB", len(upper), next_header) + upper
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -87,6 +87,9 @@ class Service:
         self.notifier = notifier or Notifier()
         self.log = get_logger()
         self.compiled: Compiled = compile_config(load_config(config_dir))
+        self._shadow_log_limit = RateLimiter(10.0)
+        if self.compiled.shadow is not None:
+            self.compiled.shadow.on_diff = self._log_shadow
         self.settings = self.compiled.config.settings
         self.queue_num = self.settings.queue_num if queue_num is None else queue_num
         self.manage_diversion = manage_diversion
@@ -217,7 +220,7 @@ class Service:
         if not self.trace:
             return compiled.judge
         decisions = tuple(dataclasses.replace(d, log=True) for d in compiled.judge.decisions)
-        return Judge.build(compiled.judge.classify, decisions)
+        return Judge.build(compiled.judge.classify, decisions, compiled.shadow)
 
     # -- reload ----------------------------------------------------------------
     def reload(self) -> bool:
@@ -232,6 +235,10 @@ class Service:
             self.notifier.send(READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
             return False
         changed = self._restart_needed(new)
+        if new.shadow is not None:
+            new.shadow.on_diff = self._log_shadow
+            if self.compiled.shadow is not None and self.compiled.shadow.source == new.shadow.source:
+                new.shadow.adopt_counts(self.compiled.shadow)
         for decision, hits in zip(self.compiled.table.decisions, self.compiled.native.hits()):
             self._past_hits[decision.rule] = self._past_hits.get(decision.rule, 0) + hits
             self._past_rules[decision.rule] = _rule_info(decision)
@@ -304,6 +311,7 @@ class Service:
                                                                    self._past_types)) if n + p},
             "rules": rules,
             "kernel": kernel_queue_stats([self.queue_num]),
+            "shadow": self.compiled.shadow.snapshot() if self.compiled.shadow else None,
         }
 
     def status_line(self) -> str:
@@ -322,6 +330,15 @@ class Service:
                           icmp6_type=view.icmpv6_type, icmp6_code=view.icmpv6_code,
                           src=view.src, dst=view.dst, indev=pkt.indev, outdev=pkt.outdev,
                           suppressed=self._pkt_log_limit.suppressed)
+
+    def _log_shadow(self, enforced: Decision, candidate: Decision, payload: bytes, hook: int) -> None:
+        if self._shadow_log_limit.allow():
+            view = parse(payload, self.settings.ext_limit)
+            self.log.info("shadow_diff", enforced=enforced.rule,
+                          enforced_verdict=enforced.verdict.action.value,
+                          shadow=candidate.rule, shadow_verdict=candidate.verdict.action.value,
+                          hook=Hook(hook).name.lower(), icmp6_type=view.icmpv6_type,
+                          src=view.src, dst=view.dst, suppressed=self._shadow_log_limit.suppressed)
 
     def _log_error(self, exc: BaseException) -> None:
         if self._err_log_limit.allow():

@@ -241,3 +241,35 @@ class TestPrometheus:
         assert 'icmp6_shim_rule_hits_total{origin="user",rule="drop-echo",verdict="drop"} 3.0' in body
         assert 'icmp6_shim_kernel_queue{counter="queue_dropped",queue="0"} 0.0' in body
         assert shim.events
+
+
+class TestShadow:
+    def test_shadow_rules_are_counted_never_enforced(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """A shadow file that would drop Echo: packets still arrive; each difference is counted and logged."""
+        cfg = config_dir('[engine]\nkind = "netfilterqueue"\n[shadow]\nrules = "candidate.toml"\n')
+        (cfg / "candidate.toml").write_text(
+            '[[rule]]\nname = "try-drop-echo"\ntype = "echo-request"\nverdict = "drop"\n')
+        shim = shim_on(three_node.ns("g"), cfg, extra=())
+        w = wire()
+        w.flush()
+        for i in range(4):
+            w.send(_echo(b"shadow%d" % i))
+        assert w.arrived("b", b"shadow3", timeout=1.0) == 1
+        snap = query(shim.control_socket)
+        shadow = snap["shadow"]
+        assert isinstance(shadow, dict) and shadow["differences"] == 4
+        assert shadow["pairs"][0] == {"enforced": "transit-echo-request", "shadow": "try-drop-echo", "packets": 4}
+        assert shim.next_event("shadow_diff", shadow="try-drop-echo") is not None
+
+    def test_shadow_needs_the_netfilterqueue_engine(self, config_dir: Callable[..., Path]) -> None:
+        """Shadow with the batched engine is a config error naming the key."""
+        from shim.config import load_config
+        from shim.errors import ConfigError
+
+        cfg = config_dir('[engine]\nkind = "batched"\n[shadow]\nrules = "c.toml"\n')
+        (cfg / "c.toml").write_text("")
+        with pytest.raises(ConfigError, match=r"\[shadow\] rules.*netfilterqueue"):
+            load_config(cfg)
