@@ -526,5 +526,8 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
     if (t->hits != NULL) {
         t->hits[i]++;
     }
+    if (t->type_hits != NULL && scratch->icmpv6_type >= 0 && scratch->icmpv6_type < 256) {
+        t->type_hits[(uint8_t)scratch->icmpv6_type]++;
+    }
     return i;
 }

@@ -159,6 +159,7 @@ struct icmp6_table {
     uint8_t type_ike[256];           /* enum icmp6_ike bit of each ICMPv6 type */
     uint32_t ext_limit;              /* passed on to icmp6_parse */
     uint64_t *hits;                  /* n_rules + 1 counters; [n_rules] = no match */
+    uint64_t *type_hits;             /* 256 counters by ICMPv6 type, or NULL */
 };
 
 /* contract: parse buf[0..len) as an IPv6 packet into *out; never reads outside
@@ -173,7 +174,7 @@ int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
                        uint32_t indev, uint32_t outdev);
 
 /* contract: parse buf into *scratch, walk t->rules in order, count the hit
- * in t->hits (if non-NULL) and return the index of the first matching rule,
+ * in t->hits and the ICMPv6 type in t->type_hits (each if non-NULL) and return the index of the first matching rule,
  * or t->n_rules when none matches. */
 uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
                         size_t len, uint32_t hook, uint32_t indev,
