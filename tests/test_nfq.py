@@ -123,3 +123,16 @@ class TestApplyVerdict:
         pkt = FakePacket(mark=0xF0F0)
         apply_verdict(pkt, Verdict(action=Action.MARK, mark=0x5, mask=0xF))
         assert pkt.mark == 0xF0F5 and pkt.verdicts == ["accept"]
+
+
+class TestBindErrors:
+    def test_kernel_without_nfnetlink_queue(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """No nfnetlink_queue in the kernel: a precise EnvironmentProblem naming the module."""
+        import shim.nfq
+        from shim.errors import EnvironmentProblem
+
+        monkeypatch.setattr(shim.nfq, "NFQUEUE_PROC", "/nonexistent/nfnetlink_queue")
+        reader = _reader(lambda *a: 0, (_decision(ACCEPT),))
+        with pytest.raises(EnvironmentProblem, match="modprobe nfnetlink_queue") as info:
+            reader.bind()
+        assert info.value.exit_code == 3
