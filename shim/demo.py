@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from shim.errors import ShimError
 from shim.netns import Topology, load_topology
 from shim.packets import ext_header, fragment_header, icmp6_packet
 from shim.runner import ShimProcess
+from shim.wire import Wire
 
 __all__ = ["Probe", "probes", "run_demo", "send_and_observe"]
 
@@ -79,40 +79,19 @@ def probes(a_ll: str, g_ll: str) -> list[Probe]:
     ]
 
 
-def send_and_observe(topo: Topology, shim: ShimProcess, probe: Probe,
-                     rx: dict[str, socket.socket], tx: socket.socket) -> tuple[str, bool]:
+def send_and_observe(shim: ShimProcess, probe: Probe, wire: Wire) -> tuple[str, bool]:
     """Send one probe from a; return (verdict text from the shim's log, arrived?)."""
     dst = socket.inet_ntop(socket.AF_INET6, probe.packet[24:40])
     src = socket.inet_ntop(socket.AF_INET6, probe.packet[8:24])
-    scope = topo.ifindex("a", probe.multicast_if) if probe.multicast_if else 0
-    for s in rx.values():  # forget what arrived before this probe
-        s.setblocking(False)
-        try:
-            while s.recv(65535):
-                pass
-        except BlockingIOError:
-            pass
-    tx.sendto(probe.packet, (dst, 0, 0, scope))
+    wire.flush()  # forget what arrived before this probe
+    wire.send(probe.packet, probe.multicast_if)
     icmp = probe.packet[-(struct.unpack("!H", probe.packet[4:6])[0]):]
     ev = shim.next_event("verdict", timeout=2.0, src=src, dst=dst)
     verdict = "no verdict seen"
     if ev is not None:
         mark = f" mark={ev['mark']:#x}" if ev.get("mark") is not None else ""
         verdict = f"{ev['verdict']}{mark} [{ev['rule']}]"
-    return verdict, _arrived(rx[probe.to], icmp[-8:], timeout=0.5)
-
-
-def _arrived(sock: socket.socket, tail: bytes, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    sock.settimeout(0.05)
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65535)
-        except TimeoutError:
-            continue
-        if data.endswith(tail):
-            return True
-    return False
+    return verdict, wire.arrived(probe.to, icmp[-8:], timeout=0.5) > 0
 
 
 def run_demo(config_dir: Path | None) -> int:
@@ -121,8 +100,7 @@ def run_demo(config_dir: Path | None) -> int:
         raise ShimError("the demo builds network namespaces: run it as root (make demo)")
     topo = Topology(load_topology("three-node"), prefix=f"i6demo{os.getpid() % 10000}-")
     with topo:
-        rx = {n: topo.socket(n, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) for n in ("g", "b")}
-        tx = topo.socket("a", socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        wire = Wire(topo, "a", ("g", "b"))
         a_ll, g_ll = topo.link_local("a", "eth0"), topo.link_local("g", "eth0")
         print(f"topology: a ({A}) -- g ({G_A} | {G_B}) -- b ({B}); shim on g, config "
               f"{config_dir or 'built-in'}")
@@ -130,7 +108,7 @@ def run_demo(config_dir: Path | None) -> int:
             shim.wait_ready()
             backend = next((e for e in shim.events if e.get("event") == "backend_chosen"), {})
             print(f"shim ready: backend {backend.get('backend')} ({backend.get('reason')})\n")
-            rows = [(p.label, *send_and_observe(topo, shim, p, rx, tx)) for p in probes(a_ll, g_ll)]
+            rows = [(p.label, *send_and_observe(shim, p, wire)) for p in probes(a_ll, g_ll)]
             width = max(len(r[0]) for r in rows)
             print(f"{'message':<{width}}  {'verdict [rule]':<58} arrived")
             print("-" * (width + 68))
@@ -141,8 +119,7 @@ def run_demo(config_dir: Path | None) -> int:
                   f"a's neighbour entry for g: {topo.neighbor_state('a', G_A)}")
             rc = shim.stop()
             print(f"shim stopped (exit {rc})")
-        for s in (*rx.values(), tx):
-            s.close()
+        wire.close()
     missing = sum(1 for r in rows if r[1] == "no verdict seen")
     print(f"cleaned up: namespaces {', '.join(topo.ns(n.name) for n in topo.spec.nodes)} removed")
     unexpected = deadlock_before_after()

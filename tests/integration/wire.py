@@ -1,56 +1,8 @@
 # SPDX-License-Identifier: MIT
-"""Send crafted packets from one namespace, watch them arrive in others."""
+"""Addresses of the three-node topology, and the Wire the tests send and listen with."""
 
-from __future__ import annotations
+from shim.wire import Wire
 
-import socket
-import time
-
-from shim.netns import Topology
+__all__ = ["A", "B", "G_A", "G_B", "Wire"]
 
 A, G_A, G_B, B = "2001:db8:1::a", "2001:db8:1::1", "2001:db8:2::1", "2001:db8:2::b"
-
-
-class Wire:
-    """A raw sender on one node and raw ICMPv6 listeners on others."""
-
-    def __init__(self, topo: Topology, sender: str, listeners: tuple[str, ...]) -> None:
-        self.topo = topo
-        self.tx = topo.socket(sender, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        self.rx = {n: topo.socket(n, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-                   for n in listeners}
-        self.sender = sender
-
-    def send(self, packet: bytes, scope_if: str | None = None) -> None:
-        dst = socket.inet_ntop(socket.AF_INET6, packet[24:40])
-        scope = self.topo.ifindex(self.sender, scope_if) if scope_if else 0
-        self.tx.sendto(packet, (dst, 0, 0, scope))
-
-    def flush(self) -> None:
-        for s in self.rx.values():
-            s.setblocking(False)
-            try:
-                while s.recv(65535):
-                    pass
-            except BlockingIOError:
-                pass
-
-    def arrived(self, node: str, tail: bytes, timeout: float = 1.0, *, contains: bool = False) -> int:
-        """How many ICMPv6 messages ending in (or containing) `tail` reached `node` within timeout."""
-        sock, count = self.rx[node], 0
-        deadline = time.monotonic() + timeout
-        sock.settimeout(0.05)
-        while time.monotonic() < deadline:
-            try:
-                data = sock.recv(65535)
-                if (tail in data) if contains else data.endswith(tail):
-                    count += 1
-            except TimeoutError:
-                continue
-        return count
-
-    def close(self) -> None:
-        for s in (self.tx, *self.rx.values()):
-            s.close()
-
-
