@@ -13,8 +13,8 @@ one queue that reports a snapshot every 0.25 s over a pipe. Invariants:
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.connection
 import os
+import queue
 import select
 import signal
 import socket
@@ -38,17 +38,27 @@ __all__ = ["Supervisor", "run_daemon"]
 _CTX = multiprocessing.get_context("fork")
 
 
-def _worker_main(config_dir: Path | None, queue_num: int, trace: bool,
-                 conn: multiprocessing.connection.Connection) -> None:
-    """Body of a worker process: one Service without diversion or control socket."""
+def _worker_main(config_dir: Path | None, queue_num: int, trace: bool, reports: Any) -> None:
+    """Body of a worker process: one Service without diversion or control socket.
+
+    Reports go through a bounded queue with put_nowait: a stalled supervisor
+    costs the worker dropped reports, never a blocked packet loop.
+    """
+
+    def report(snap: dict[str, object]) -> None:
+        try:
+            reports.put_nowait(("snapshot", snap))
+        except queue.Full:
+            pass
+
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it decides the stop order
     try:
         service = Service(config_dir, notifier=Notifier({}), queue_num=queue_num,
                           manage_diversion=False, trace=trace, control_socket="",
-                          report=lambda snap: conn.send(("snapshot", snap)))
+                          report=report)
         rc = service.run()
     except ShimError as exc:
-        conn.send(("error", str(exc)))
+        reports.put(("error", str(exc)), timeout=2)
         rc = exc.exit_code
     os._exit(rc)
 
@@ -57,7 +67,7 @@ def _worker_main(config_dir: Path | None, queue_num: int, trace: bool,
 class _Worker:
     queue: int
     proc: Any = None
-    conn: multiprocessing.connection.Connection | None = None
+    reports: Any = None  # multiprocessing.Queue of (kind, payload) from the worker
     last_report: float = 0.0
     snapshot: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
@@ -88,25 +98,22 @@ class Supervisor:
         self._reload = False
 
     def _spawn(self, w: _Worker) -> None:
-        parent, child = _CTX.Pipe(duplex=False)
-        w.proc = _CTX.Process(target=_worker_main, args=(self.config_dir, w.queue, self.trace, child),
+        w.reports = _CTX.Queue(maxsize=8)
+        w.proc = _CTX.Process(target=_worker_main, args=(self.config_dir, w.queue, self.trace, w.reports),
                               name=f"icmp6-shim-worker-{w.queue}", daemon=False)
         w.proc.start()
-        child.close()
-        w.conn, w.bound, w.last_report = parent, False, time.monotonic()
+        w.bound, w.last_report = False, time.monotonic()
 
     def _receive(self, w: _Worker) -> None:
-        assert w.conn is not None
-        try:
-            while w.conn.poll():
-                kind, payload = w.conn.recv()
-                if kind == "snapshot":
-                    w.snapshot, w.last_report, w.bound = payload, time.monotonic(), True
-                elif kind == "error":
-                    self.log.error("worker_error", queue=w.queue, error=payload)
-        except (EOFError, OSError):
-            w.conn.close()
-            w.conn = None
+        for _ in range(64):  # bounded: the queue holds 8, a worker refills it 4 times a second
+            try:
+                kind, payload = w.reports.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                return
+            if kind == "snapshot":
+                w.snapshot, w.last_report, w.bound = payload, time.monotonic(), True
+            elif kind == "error":
+                self.log.error("worker_error", queue=w.queue, error=payload)
 
     def run(self) -> int:
         check_privileges()
@@ -142,8 +149,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for w in self.workers:
-                if w.conn is not None:
-                    self._receive(w)
+                self._receive(w)
                 if w.proc is not None and not w.proc.is_alive():
                     raise ShimError(f"worker for queue {w.queue} failed to start "
                                     f"(exit {w.proc.exitcode}); see the log above")
@@ -162,16 +168,14 @@ class Supervisor:
         wd = self.notifier.watchdog_interval
         last_status = 0.0
         while not self._stop:
-            fds: list[Any] = [w.conn for w in self.workers if w.conn is not None]
-            if self.control is not None:
-                fds.append(self.control.sock)
+            # Reports are polled each turn (0.25 s at most late); only the control socket wakes us.
+            fds: list[Any] = [self.control.sock] if self.control is not None else []
             try:
                 select.select(fds, [], [], 0.25)
             except InterruptedError:
                 pass
             for w in self.workers:
-                if w.conn is not None:
-                    self._receive(w)
+                self._receive(w)
                 if w.proc is not None and not w.proc.is_alive() and not self._stop:
                     self._restart(w)
             if self.control is not None:
