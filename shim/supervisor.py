@@ -17,7 +17,6 @@ import os
 import queue
 import select
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from shim.errors import EnvironmentProblem, ShimError
 from shim.icmp6_types import type_name
-from shim.model import Action, Hook, Match, Rule, Verdict
+from shim.model import Action, Hook, Match, Verdict
 from shim.rules import RuleTable
 
 __all__ = ["DEFAULT_PRIORITY", "XfrmPolicy", "apply", "derive_policies", "remove", "render"]

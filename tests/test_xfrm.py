@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from shim.cli import main
-from shim.config import load_config
 from shim.errors import ConfigError, ShimError
 from shim.model import Action, Hook, Match, Origin, Rule, Settings, Verdict
 from shim.rules import RuleTable, build_table
-from shim.testbed import list_scenarios, load_scenario, router_advert
+from shim.testbed import list_scenarios, load_scenario
+from shim.testbed_steps import router_advert
 from shim.xfrm import XfrmPolicy, derive_policies, render
 
 BYPASS = Verdict(action=Action.MARK, mark=0x1, mask=0xFF, mark_name="bypass")
