@@ -57,9 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from shim.supervisor import run_daemon
 
     cfg_dir = _config_dir(args.config)
-    settings = load_config(cfg_dir).settings
-    configure(args.log_format or settings.log_format, settings.log_level, stream=sys.stdout)
-    return run_daemon(cfg_dir, trace=args.trace, control_socket=args.control_socket)
+    config = load_config(cfg_dir)
+    configure(args.log_format or config.settings.log_format, config.settings.log_level, stream=sys.stdout)
+    return run_daemon(cfg_dir, config, trace=args.trace, control_socket=args.control_socket)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

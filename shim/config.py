@@ -311,6 +311,9 @@ def _settings(doc: dict[str, Any], path: str) -> Settings:
             except _Bad as exc:
                 raise ConfigError(f"{path}: [{section}] key {key!r}: {exc}") from None
     settings = replace(Settings(), **fields)
+    if settings.queue_num + settings.workers - 1 > 65535:
+        raise ConfigError(f"{path}: [queue] num {settings.queue_num} with {settings.workers} workers "
+                          "needs queues beyond 65535")
     settings = replace(settings, marks=_marks(_table(doc, "marks", path), settings.marks, path))
     return replace(settings, **_verdicts(_table(doc, "verdicts", path), settings.marks, path))
 

@@ -2,8 +2,8 @@
 """Local control socket: `icmp6-shim stats` asks the running daemon for its counters.
 
 A unix stream socket, mode 0600 in a 0700 directory (root or the service's
-own user only). Protocol: the client sends one line ("stats\\n"), the daemon
-answers one JSON object and closes. The server never blocks the packet loop:
+own user only). Protocol: the client connects; the daemon answers one JSON
+object and closes. The server never blocks the packet loop:
 it is polled non-blocking and each answer is small.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,15 +49,17 @@ class ControlServer:
         self.snapshot = snapshot
         directory = Path(path).parent
         try:
+            # A directory we create is 0700; an existing one keeps its mode (under systemd,
+            # RuntimeDirectoryMode=0700 makes /run/icmp6-shim so).
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if os.path.exists(path):
-                os.unlink(path)
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            old = os.umask(0o177)
             try:
-                self.sock.bind(path)
-            finally:
-                os.umask(old)
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)  # a stale socket of an earlier run; never another kind of file
+            except FileNotFoundError:
+                pass
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self.sock.bind(path)
+            os.chmod(path, 0o600)
         except OSError as exc:
             raise EnvironmentProblem(f"cannot create the control socket {path}: {exc.strerror}; "
                                      "set [control] socket to a writable path") from exc
@@ -75,9 +78,10 @@ class ControlServer:
             except BlockingIOError:
                 return served
             with conn:
-                conn.settimeout(0.2)
+                # The request is not read: answering cannot wait on a slow client. The answer
+                # fits the socket buffer; a client that cannot take it all loses it.
+                conn.setblocking(False)
                 try:
-                    conn.recv(64)
                     conn.sendall(json.dumps(self.snapshot()).encode() + b"\n")
                 except OSError:
                     pass
@@ -101,7 +105,6 @@ def query(path: str, timeout: float = 5.0) -> dict[str, object]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(path)
-            s.sendall(b"stats\n")
             chunks = []
             while chunk := s.recv(65536):
                 chunks.append(chunk)

@@ -29,7 +29,6 @@ __all__ = [
     "QueueSpec",
     "choose_backend",
     "cleanup_all",
-    "make_diversion",
 ]
 
 NFT_TABLE = "icmp6_shim"
@@ -69,6 +68,8 @@ class Diversion(Protocol):
 def _run(argv: list[str], *, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise EnvironmentProblem(f"{argv[0]} did not answer within 30 s") from exc
     except FileNotFoundError as exc:
         raise EnvironmentProblem(
             f"{argv[0]} is not installed; install the Debian package "
@@ -96,7 +97,9 @@ class NftDiversion:
 
     def _queue_stmt(self) -> str:
         s = self.spec
-        target = f"{s.first}" if s.count == 1 else f"{s.first}-{s.last} fanout"
+        # A range without `fanout` spreads by a hash of the flow, as --queue-balance does;
+        # `fanout` would pick the queue by CPU.
+        target = f"{s.first}" if s.count == 1 else f"{s.first}-{s.last}"
         return f"queue num {target}" + (" bypass" if s.fail_open else "")
 
     def render(self) -> str:
@@ -213,11 +216,6 @@ def choose_backend(requested: Backend, spec: QueueSpec) -> tuple[Diversion, str]
         f"no diversion backend works: nft: {nft_why}; iptables: {ipt_why}; "
         "install nftables or iptables"
     )
-
-
-def make_diversion(backend: Backend, spec: QueueSpec) -> Diversion:
-    """The backend object for a named (not auto) backend, without probing."""
-    return NftDiversion(spec) if backend is Backend.NFT else IptablesDiversion(spec)
 
 
 def cleanup_all() -> list[str]:

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 
 from shim.config import Config
+from shim.model import NO_IFINDEX
 from shim.native import NativeTable
 from shim.nfq import Judge
 from shim.rules import RuleTable, build_table
@@ -19,15 +20,16 @@ from shim.shadow import Shadow
 
 __all__ = ["Compiled", "compile_config", "ifindex"]
 
-NO_SUCH_IFINDEX = 0xFFFFFFFF  # never a real ifindex: a rule naming a missing interface never matches
-
-
 def ifindex(name: str) -> int:
-    """Interface name -> index, or NO_SUCH_IFINDEX when it does not exist (yet)."""
+    """Interface name -> index, or NO_IFINDEX (never matches) when it does not exist (yet).
+
+    Resolved when the table is compiled: an interface created or renamed later is
+    seen after the next reload.
+    """
     try:
         return socket.if_nametoindex(name)
     except OSError:
-        return NO_SUCH_IFINDEX
+        return NO_IFINDEX
 
 
 @dataclass(frozen=True, slots=True)

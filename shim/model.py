@@ -72,6 +72,11 @@ ND_CHECKS: tuple[tuple[int, str], ...] = (
 )
 
 
+def mark_after(current: int, value: int, mask: int) -> int:
+    """The packet mark after a mark verdict: the bits under `mask` become `value`'s."""
+    return (current & ~mask & 0xFFFFFFFF) | (value & mask)
+
+
 class Hook(enum.IntEnum):
     """Netfilter hook a packet was queued from (NF_INET_* numbering)."""
 
@@ -135,9 +140,7 @@ class Verdict:
 
     def apply_to_mark(self, current: int) -> int:
         """Return the packet mark after this verdict, given the mark it had."""
-        if self.mark is None:
-            return current
-        return (current & ~self.mask & 0xFFFFFFFF) | (self.mark & self.mask)
+        return current if self.mark is None else mark_after(current, self.mark, self.mask)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shim.errors import EnvironmentProblem
-from shim.model import Action, Decision, Verdict
+from shim.model import Action, Decision, Verdict, mark_after
 from shim.shadow import Shadow
 
 __all__ = ["Judge", "PacketLike", "QueueReader", "Stats", "apply_verdict"]
@@ -54,7 +54,6 @@ class Stats:
     errors: int = 0
     enobufs: int = 0
     by_action: dict[str, int] = field(default_factory=lambda: {"accept": 0, "drop": 0, "mark": 0})
-    by_type: dict[int, int] = field(default_factory=dict)
 
 
 def apply_verdict(pkt: PacketLike, verdict: Verdict) -> None:
@@ -109,6 +108,17 @@ class _BudgetSocket:
             raise
 
 
+def bind_error(queue_num: int, exc: OSError) -> EnvironmentProblem:
+    """Why binding failed, in words: no kernel support, no privilege, or a busy queue."""
+    if not os.path.exists(NFQUEUE_PROC):
+        return EnvironmentProblem(
+            f"the kernel has no nfnetlink_queue support ({NFQUEUE_PROC} is missing); "
+            "load it with 'modprobe nfnetlink_queue'")
+    return EnvironmentProblem(
+        f"cannot bind NFQUEUE queue {queue_num}: another process holds it, or "
+        f"CAP_NET_ADMIN is missing ({exc}); stop that process or pick another [queue] num")
+
+
 OnDecision = Callable[[Decision, PacketLike, bytes], None]
 OnError = Callable[[BaseException], None]
 
@@ -126,7 +136,6 @@ class QueueReader:
         self.stats = Stats()
         self.on_logged = on_logged
         self.on_exception = on_exception
-        self.last_packet = 0.0
         self._maxlen = maxlen
         self._rcvbuf = sock_rcvbuf
         self._nfq: object | None = None
@@ -139,33 +148,28 @@ class QueueReader:
         Raises:
             EnvironmentProblem: no privilege, no nfnetlink_queue, or queue taken.
         """
-        if not os.path.exists(NFQUEUE_PROC):
-            raise EnvironmentProblem(
-                "the kernel has no nfnetlink_queue support "
-                f"({NFQUEUE_PROC} is missing); load it with 'modprobe nfnetlink_queue'"
-            )
+        # Opening the handle is what loads nfnetlink_queue on demand (nfnetlink-subsys-3),
+        # so /proc is consulted only to word an error, never before trying.
         from netfilterqueue import NetfilterQueue  # noqa: PLC0415 - the one door
 
         try:
             nfq = NetfilterQueue(af=socket.AF_INET6)
-        except OSError as exc:
-            raise EnvironmentProblem(
-                f"cannot open an NFQUEUE handle ({exc}); run as root or with CAP_NET_ADMIN"
-            ) from exc
-        try:
             nfq.bind(self.queue_num, self._callback, max_len=self._maxlen,
                      range=0xFFFF, sock_len=self._rcvbuf)
         except OSError as exc:
-            raise EnvironmentProblem(
-                f"cannot bind NFQUEUE queue {self.queue_num}: another process holds it, or "
-                f"CAP_NET_ADMIN is missing ({exc}); stop that process or pick another [queue] num"
-            ) from exc
+            raise bind_error(self.queue_num, exc) from exc
         self._nfq = nfq
         fd = nfq.get_fd()
         sock = socket.socket(fileno=os.dup(fd))
         sock.setblocking(False)
         self._sock = _BudgetSocket(sock, self.stats)
         return fd
+
+    def fileno(self) -> int:
+        """The netlink socket to poll for queued packets."""
+        if self._sock is None:
+            raise ValueError("queue is not bound")
+        return self._sock.sock.fileno()
 
     def set_queue_flags(self, *, fail_open: bool) -> None:
         """Set NFQA_CFG_F_FAIL_OPEN on the bound queue (netfilterqueue lacks it).
@@ -235,8 +239,7 @@ class QueueReader:
         except Exception as exc:  # noqa: BLE001 - any failure gets the on_error verdict
             stats.errors += 1
             apply_verdict(pkt, self.on_error)
-            if self.on_exception is not None:
-                self.on_exception(exc)
+            self._report(exc)
             return
         # Verdict first, bookkeeping after: a failure below can never cost a verdict.
         if kind == _ACCEPT:
@@ -246,7 +249,7 @@ class QueueReader:
             pkt.drop()
             stats.by_action["drop"] += 1
         else:
-            pkt.set_mark((pkt.get_mark() & ~mask & 0xFFFFFFFF) | (value & mask))
+            pkt.set_mark(mark_after(pkt.get_mark(), value, mask))
             pkt.accept()
             stats.by_action["mark"] += 1
         decision = judge.decisions[index]
@@ -258,5 +261,12 @@ class QueueReader:
                     self.on_logged(decision, pkt, payload)
             except Exception as exc:  # noqa: BLE001
                 stats.errors += 1
-                if self.on_exception is not None:
-                    self.on_exception(exc)
+                self._report(exc)
+
+    def _report(self, exc: BaseException) -> None:
+        """Hand an error to on_exception; a failure there must not escape into the loop."""
+        if self.on_exception is not None:
+            try:
+                self.on_exception(exc)
+            except Exception:  # noqa: BLE001, S110 - already counted; nothing safer to do
+                pass

@@ -31,22 +31,26 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self._addr:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            # Never block the packet loop on a slow reader: a message that does not fit is dropped.
-            self._sock.setblocking(False)
         self.dropped = 0
 
     @property
     def enabled(self) -> bool:
         return self._sock is not None
 
-    def send(self, **fields: str | int) -> bool:
-        """Send one message; False if there is no manager or it could not be reached."""
+    def send(self, *, wait: bool = False, **fields: str | int) -> bool:
+        """Send one message; False if there is no manager or it could not be reached.
+
+        State changes (READY, RELOADING, STOPPING) pass wait=True and may block up
+        to a second, since losing one stalls the manager; STATUS and WATCHDOG
+        never block the packet loop and are dropped when the socket is full.
+        """
         if self._sock is None or self._addr is None:
             return False
         msg = "\n".join(f"{k}={v}" for k, v in fields.items())
         try:
+            self._sock.settimeout(1.0 if wait else 0.0)
             self._sock.sendto(msg.encode(), self._addr)
-        except BlockingIOError:
+        except (BlockingIOError, TimeoutError):
             self.dropped += 1
             return False
         except OSError:
@@ -54,16 +58,17 @@ class Notifier:
         return True
 
     def ready(self, status: str) -> bool:
-        return self.send(READY=1, STATUS=status)
+        return self.send(wait=True, READY=1, STATUS=status)
 
     def reloading(self) -> bool:
-        return self.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        return self.send(wait=True, RELOADING=1,
+                         MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
 
     def status(self, status: str) -> bool:
         return self.send(STATUS=status)
 
     def stopping(self) -> bool:
-        return self.send(STOPPING=1)
+        return self.send(wait=True, STOPPING=1)
 
     def watchdog(self) -> bool:
         return self.send(WATCHDOG=1)

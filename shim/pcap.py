@@ -33,7 +33,22 @@ class Record:
     skipped: str | None = None
 
 
+def _trim(pkt: bytes) -> bytes:
+    """Drop link-layer padding after the IPv6 packet (Ethernet pads frames to 60 octets),
+    so a replayed packet is the one NFQUEUE would have delivered."""
+    if len(pkt) >= 40 and pkt[0] >> 4 == 6:
+        length = 40 + struct.unpack_from("!H", pkt, 4)[0]
+        if 40 < length < len(pkt):
+            return pkt[:length]
+    return pkt
+
+
 def _ipv6_from(linktype: int, frame: bytes) -> tuple[bytes | None, str | None]:
+    pkt, why = _frame_payload(linktype, frame)
+    return (None if pkt is None else (pkt if linktype in (101, 229) else _trim(pkt))), why
+
+
+def _frame_payload(linktype: int, frame: bytes) -> tuple[bytes | None, str | None]:
     if linktype in (101, 229):
         return frame, None
     if linktype == 1:
@@ -95,15 +110,20 @@ def _pcapng(f: BinaryIO, head: bytes) -> Iterator[Record]:
             bom = f.read(4)
             endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
             blen = struct.unpack(endian + "I", block[4:8])[0]
+            if blen < 28 or blen % 4:
+                raise PcapError(f"pcapng section header of impossible length {blen}")
             body = bom + f.read(blen - 12)
             linktypes = []
         else:
             blen = struct.unpack(endian + "I", block[4:8])[0]
-            if blen < 12:
+            if blen < 12 or blen % 4:
                 raise PcapError(f"pcapng block of impossible length {blen}")
             body = f.read(blen - 8)
             if len(body) < blen - 8:
                 raise PcapError("truncated pcapng block")
+            minimum = {1: 8, 6: 20, 3: 4}.get(btype, 0)
+            if len(body) - 4 < minimum:
+                raise PcapError(f"pcapng block type {btype} of impossible length {blen}")
             if btype == 1:
                 linktypes.append(struct.unpack_from(endian + "H", body, 0)[0])
             elif btype in (6, 3):

@@ -22,7 +22,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from shim.config import load_config
+from shim.config import Config, load_config
 from shim.control import ControlServer, kernel_queue_stats
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import Compiled, compile_config
@@ -46,6 +46,12 @@ def make_reader(engine: str) -> type[QueueReader]:
 
         return BatchedReader
     return QueueReader
+
+
+def _counters(reader: QueueReader) -> dict[str, int]:
+    st = reader.stats
+    return {"packets": st.packets, "errors": st.errors, "enobufs": st.enobufs,
+            **{f"verdict_{k}": v for k, v in st.by_action.items()}}
 
 
 def _rule_info(d: Decision) -> dict[str, object]:
@@ -80,13 +86,15 @@ class Service:
     def __init__(self, config_dir: Path | None, *, notifier: Notifier | None = None,
                  queue_num: int | None = None, manage_diversion: bool = True,
                  trace: bool = False, control_socket: str | None = None,
-                 report: Callable[[dict[str, object]], None] | None = None) -> None:
+                 report: Callable[[dict[str, object]], None] | None = None,
+                 config: Config | None = None) -> None:
         self.config_dir = config_dir
         self.trace = trace
         self.report = report
         self.notifier = notifier or Notifier()
         self.log = get_logger()
-        self.compiled: Compiled = compile_config(load_config(config_dir))
+        # `config`, when given, is what the caller already read: one version of the files.
+        self.compiled: Compiled = compile_config(config or load_config(config_dir))
         self._shadow_log_limit = RateLimiter(10.0)
         if self.compiled.shadow is not None:
             self.compiled.shadow.on_diff = self._log_shadow
@@ -182,14 +190,13 @@ class Service:
     def _loop(self, wake: socket.socket) -> None:
         assert self.reader is not None
         poller = select.poll()
-        nfq_fd = self.reader._sock.sock.fileno() if self.reader._sock else -1
-        poller.register(nfq_fd, select.POLLIN)
+        poller.register(self.reader.fileno(), select.POLLIN)
         poller.register(wake.fileno(), select.POLLIN)
         if self.control is not None:
             poller.register(self.control.fileno(), select.POLLIN)
         wd = self.notifier.watchdog_interval
         tick = min(0.5, wd) if wd else 0.5
-        last_status = last_report = 0.0
+        last_status = last_report = last_ping = 0.0
         while not self._flags.stop:
             for fd, _ev in poller.poll(tick * 1000):
                 if fd == wake.fileno():
@@ -203,9 +210,10 @@ class Service:
                 self._flags.reload = False
                 self.reload()
             now = time.monotonic()
-            if wd:
+            if wd and now - last_ping >= wd / 2:
                 # Pinged from the loop itself: a wedged loop stops pinging.
                 self.notifier.watchdog()
+                last_ping = now
             if now - last_status >= 2.0:
                 self.notifier.status(self.status_line())
                 last_status = now
@@ -232,7 +240,7 @@ class Service:
             self.reload_failures += 1
             self.last_reload_error = str(exc)
             self.log.error("reload_failed", error=str(exc), kept_rules=len(self.compiled.table.rules))
-            self.notifier.send(READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
+            self.notifier.send(wait=True, READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
             return False
         changed = self._restart_needed(new)
         if new.shadow is not None:
@@ -245,7 +253,16 @@ class Service:
         self._past_types = [a + b for a, b in zip(self._past_types, self.compiled.native.type_hits())]
         self.compiled = new
         if self.reader is not None:
+            self.reader.on_error = new.config.settings.on_error
             self.reader.judge = self._judge(new)  # the swap: one attribute, between two packets
+        # Fixed keys stay as started (listed in not_applied); the rest follow the new file.
+        fixed = {k: getattr(self.settings, k) for k in
+                 ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
+                  "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
+                  "log_format", "control_socket", "prometheus")}
+        self.settings = dataclasses.replace(new.config.settings, **fixed)
+        self._pkt_log_limit.rate = (max(self.settings.log_rate, 1000.0) if self.trace
+                                    else self.settings.log_rate)
         self.reloads += 1
         self.last_reload_error = None
         self.log.info("reload_ok", rules=len(new.table.rules), reloads=self.reloads,
@@ -254,9 +271,13 @@ class Service:
         return True
 
     def _restart_needed(self, new: Compiled) -> list[str]:
-        """Settings a reload cannot change in place (they shape the queue or diversion)."""
+        """Settings a reload cannot change in place: they shape the queue, the diversion,
+        the engine or the process. Everything else (rules, marks, verdicts, log rate,
+        parser limit, shadow) takes effect at the swap."""
         old, cur = self.settings, new.config.settings
-        keys = ("queue_num", "workers", "fail_open", "backend", "hooks", "chain_priority")
+        keys = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
+                "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
+                "log_format", "control_socket", "prometheus")
         return [k for k in keys if getattr(old, k) != getattr(cur, k)]
 
     # -- stop ------------------------------------------------------------------
@@ -270,22 +291,22 @@ class Service:
             try:
                 self.diversion.remove()
                 self.log.info("diversion_removed", backend=self.diversion.name)
-            except ShimError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever happens, drain and unbind below
                 self.log.error("diversion_remove_failed", error=str(exc))
             self.diversion = None
         if self.reader is not None:
-            drained = self.reader.drain()
-            self.reader.unbind()
-            self.log.info("stopped", drained=drained, **self.counters())
-            self.reader = None
+            reader, self.reader, drained = self.reader, None, 0
+            try:
+                drained = reader.drain()
+            except Exception as exc:  # noqa: BLE001
+                self.log.error("drain_failed", error=repr(exc))
+            finally:
+                reader.unbind()
+            self.log.info("stopped", drained=drained, **_counters(reader))
 
     # -- observability ------------------------------------------------------------
     def counters(self) -> dict[str, int]:
-        st = self.reader.stats if self.reader else None
-        if st is None:
-            return {}
-        return {"packets": st.packets, "errors": st.errors, "enobufs": st.enobufs,
-                **{f"verdict_{k}": v for k, v in st.by_action.items()}}
+        return _counters(self.reader) if self.reader is not None else {}
 
     def snapshot(self) -> dict[str, object]:
         """Everything `icmp6-shim stats` shows, as plain JSON values."""

@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: MIT
 """`workers = N`: N worker processes, one queue each, behind one diversion.
 
-The supervisor owns the diversion (queue-balance / fanout over the N queues),
+The supervisor owns the diversion (flows hashed over the N queues),
 the control socket and the notify socket; each worker is a Service bound to
 one queue that reports a snapshot every 0.25 s over a pipe. Invariants:
 - READY=1 only once every worker has bound its queue and the diversion is in;
 - WATCHDOG=1 only while every worker's reports are fresh (loop health, not a timer);
+- a worker silent for STALE_AFTER seconds is stuck: killed and restarted;
 - a worker that dies is logged, counted and restarted (bounded back-off);
 - stop: remove the diversion first, then let each worker drain and unbind.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shim.config import load_config
+from shim.config import Config, load_config
 from shim.control import ControlServer, kernel_queue_stats
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import compile_config
@@ -35,9 +36,11 @@ from shim.service import Service, check_privileges
 __all__ = ["Supervisor", "run_daemon"]
 
 _CTX = multiprocessing.get_context("fork")
+STALE_AFTER = 2.0  # seconds without a report (8 report periods) before a worker counts as stuck
 
 
-def _worker_main(config_dir: Path | None, queue_num: int, trace: bool, reports: Any) -> None:
+def _worker_main(config_dir: Path | None, config: Config, queue_num: int, trace: bool,
+                 reports: Any) -> None:
     """Body of a worker process: one Service without diversion or control socket.
 
     Reports go through a bounded queue with put_nowait: a stalled supervisor
@@ -52,13 +55,15 @@ def _worker_main(config_dir: Path | None, queue_num: int, trace: bool, reports: 
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it decides the stop order
     try:
-        service = Service(config_dir, notifier=Notifier({}), queue_num=queue_num,
+        service = Service(config_dir, config=config, notifier=Notifier({}), queue_num=queue_num,
                           manage_diversion=False, trace=trace, control_socket="",
                           report=report)
         rc = service.run()
     except ShimError as exc:
         reports.put(("error", str(exc)), timeout=2)
         rc = exc.exit_code
+    reports.close()
+    reports.join_thread()  # os._exit skips the feeder thread's flush: wait for it here
     os._exit(rc)
 
 
@@ -77,12 +82,15 @@ class Supervisor:
     """Runs N workers behind one diversion."""
 
     def __init__(self, config_dir: Path | None, *, trace: bool = False,
-                 control_socket: str | None = None, notifier: Notifier | None = None) -> None:
+                 control_socket: str | None = None, notifier: Notifier | None = None,
+                 config: Config | None = None) -> None:
         self.config_dir = config_dir
         self.trace = trace
         self.notifier = notifier or Notifier()
         self.log = get_logger()
-        self.settings = compile_config(load_config(config_dir)).config.settings
+        # Compiled once here so a bad table fails before any worker starts.
+        self.config = compile_config(config or load_config(config_dir)).config
+        self.settings = self.config.settings
         s = self.settings
         self.workers = [_Worker(queue=s.queue_num + i) for i in range(s.workers)]
         self.control_path = control_socket if control_socket is not None else s.control_socket
@@ -98,7 +106,7 @@ class Supervisor:
 
     def _spawn(self, w: _Worker) -> None:
         w.reports = _CTX.Queue(maxsize=8)
-        w.proc = _CTX.Process(target=_worker_main, args=(self.config_dir, w.queue, self.trace, w.reports),
+        w.proc = _CTX.Process(target=_worker_main, args=(self.config_dir, self.config, w.queue, self.trace, w.reports),
                               name=f"icmp6-shim-worker-{w.queue}", daemon=False)
         w.proc.start()
         w.bound, w.last_report = False, time.monotonic()
@@ -175,7 +183,15 @@ class Supervisor:
                 pass
             for w in self.workers:
                 self._receive(w)
-                if w.proc is not None and not w.proc.is_alive() and not self._stop:
+                if self._stop or w.proc is None:
+                    continue
+                if not w.proc.is_alive():
+                    self._restart(w)
+                elif w.bound and time.monotonic() - w.last_report > STALE_AFTER:
+                    # Alive but its loop is stuck: its share of the flows gets no verdicts.
+                    self.log.error("worker_stuck", queue=w.queue, silent_s=round(time.monotonic() - w.last_report, 1))
+                    w.proc.kill()
+                    w.proc.join(5)
                     self._restart(w)
             if self.control is not None:
                 self.control.serve_pending()
@@ -183,7 +199,7 @@ class Supervisor:
                 self._reload = False
                 self._forward_reload()
             now = time.monotonic()
-            if wd and all(now - w.last_report < 2 * wd for w in self.workers):
+            if wd and all(now - w.last_report < STALE_AFTER for w in self.workers):
                 self.notifier.watchdog()
             if now - last_status >= 2.0:
                 self.notifier.status(self.status_line())
@@ -205,7 +221,7 @@ class Supervisor:
         except ShimError as exc:
             self.reload_failures += 1
             self.log.error("reload_failed", error=str(exc))
-            self.notifier.send(READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
+            self.notifier.send(wait=True, READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
             return
         for w in self.workers:
             if w.proc is not None and w.proc.is_alive():
@@ -219,8 +235,11 @@ class Supervisor:
         if self.control is not None:
             self.control.close()
         if self.diversion is not None:
-            self.diversion.remove()
-            self.log.info("diversion_removed", backend=self.diversion.name)
+            try:
+                self.diversion.remove()
+                self.log.info("diversion_removed", backend=self.diversion.name)
+            except Exception as exc:  # noqa: BLE001 - the workers must still drain and unbind
+                self.log.error("diversion_remove_failed", error=str(exc))
             self.diversion = None
         for w in self.workers:
             if w.proc is not None and w.proc.is_alive():
@@ -271,9 +290,10 @@ class Supervisor:
                 f"{self.worker_failures} worker failures")
 
 
-def run_daemon(config_dir: Path | None, *, trace: bool = False, control_socket: str | None = None) -> int:
-    """One worker runs in-process; several run under a Supervisor."""
-    settings = load_config(config_dir).settings
-    if settings.workers == 1:
-        return Service(config_dir, trace=trace, control_socket=control_socket).run()
-    return Supervisor(config_dir, trace=trace, control_socket=control_socket).run()
+def run_daemon(config_dir: Path | None, config: Config, *, trace: bool = False,
+               control_socket: str | None = None) -> int:
+    """One worker runs in-process; several run under a Supervisor. `config` is the
+    version of the files the caller read; reloads read them again."""
+    if config.settings.workers == 1:
+        return Service(config_dir, config=config, trace=trace, control_socket=control_socket).run()
+    return Supervisor(config_dir, config=config, trace=trace, control_socket=control_socket).run()

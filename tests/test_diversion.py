@@ -20,9 +20,9 @@ class TestRender:
         assert "hook input priority -150" in text and "hook forward priority -150" in text
 
     def test_nft_fanout_fail_closed(self) -> None:
-        """Several queues fan out; fail-closed drops `bypass`."""
+        """Several queues are spread by flow hash; fail-closed drops `bypass`."""
         text = NftDiversion(QueueSpec(first=2, count=3, fail_open=False)).render()
-        assert "queue num 2-4 fanout\n" in text and "bypass" not in text
+        assert "queue num 2-4\n" in text and "fanout" not in text and "bypass" not in text
 
     def test_iptables_balance(self) -> None:
         """Several queues use --queue-balance A:B, fail-open adds --queue-bypass."""

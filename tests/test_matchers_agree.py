@@ -9,8 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("scapy")
-native = pytest.importorskip("shim.native")
+import shim.native as native  # noqa: E402 - a missing extension must fail, never skip
 
 from scapy.layers.inet6 import (  # noqa: E402
     ICMPv6ND_NA,

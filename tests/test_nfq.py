@@ -131,6 +131,13 @@ class TestBindErrors:
         import shim.nfq
         from shim.errors import EnvironmentProblem
 
+        import netfilterqueue
+
+        def no_support(**_kw: object) -> None:
+            raise OSError(97, "Address family not supported by protocol")
+
+        # What a kernel without the module does: the handle cannot be opened, /proc has no file.
+        monkeypatch.setattr(netfilterqueue, "NetfilterQueue", no_support)
         monkeypatch.setattr(shim.nfq, "NFQUEUE_PROC", "/nonexistent/nfnetlink_queue")
         reader = _reader(lambda *a: 0, (_decision(ACCEPT),))
         with pytest.raises(EnvironmentProblem, match="modprobe nfnetlink_queue") as info:

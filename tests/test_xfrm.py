@@ -152,7 +152,7 @@ class TestScenarioFiles:
 
 class TestReplayPlot:
     def test_plot_writes_png(self, tmp_path: Path) -> None:
-        pytest.importorskip("matplotlib")
+        import matplotlib  # noqa: F401 - the test extra installs it; missing is a failure
         from shim.packets import icmp6_packet
 
         pcap = tmp_path / "t.pcap"
