@@ -48,7 +48,7 @@ fuzz: venv
 	bash native/fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: venv
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info shim/_icmp6*.so shim/_icmp6.c shim/_icmp6.o $(VENV) .pytest_cache .hypothesis

@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: MIT
 """cffi builder (out-of-line API mode) for shim._icmp6.
 
-The cdef is native/icmp6.h minus its '#' lines, so the header is the one
-contract between C and Python. Strict flags apply to our C only: icmp6.c
-turns every -Wall/-Wextra/-Wpedantic/-Wshadow/-Wconversion warning into an
-error with `#pragma GCC diagnostic error`, so it fails to build on any
-warning whoever compiles it, while the cffi-generated wrapper (same
+The cdef is native/icmp6.h then native/engine.h, minus their '#' lines, so
+the headers are the one contract between C and Python. Strict flags apply
+to our C only: icmp6.c and engine.c (the batched NFQUEUE loop) turn every
+-Wall/-Wextra/-Wpedantic/-Wshadow/-Wconversion warning into an error with
+`#pragma GCC diagnostic error`, so they fail to build on any warning
+whoever compiles them, while the cffi-generated wrapper (same
 extension, same command line) may warn without breaking the build.
 
 Paths given to setuptools are relative to the project root (setuptools
@@ -23,8 +24,8 @@ from cffi import FFI
 __all__ = ["CFLAGS", "ffibuilder"]
 
 HERE = Path(__file__).resolve().parent
-HEADER = HERE / "icmp6.h"
-SOURCES = ("icmp6.c",)
+HEADERS = (HERE / "icmp6.h", HERE / "engine.h")  # cdef order: engine.h uses icmp6.h's types
+SOURCES = ("icmp6.c", "engine.c")
 
 # No -Werror here on purpose: it would also apply to the generated wrapper.
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra"]
@@ -41,15 +42,16 @@ def _rel(path: Path) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef(
     "\n".join(
-        line for line in HEADER.read_text().splitlines() if not line.lstrip().startswith("#")
+        line for header in HEADERS for line in header.read_text().splitlines()
+        if not line.lstrip().startswith("#")
     )
 )
 ffibuilder.set_source(
     "shim._icmp6",
-    '#include "icmp6.h"',
+    '#include "engine.h"',  # which includes icmp6.h (that header has no include guard)
     sources=[_rel(HERE / s) for s in SOURCES],
     include_dirs=[_rel(HERE)],
-    depends=[_rel(HEADER)],
+    depends=[_rel(h) for h in HEADERS],
     extra_compile_args=CFLAGS,
 )
 

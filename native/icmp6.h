@@ -174,8 +174,9 @@ int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
                        uint32_t indev, uint32_t outdev);
 
 /* contract: parse buf into *scratch, walk t->rules in order, count the hit
- * in t->hits and the ICMPv6 type in t->type_hits (each if non-NULL) and return the index of the first matching rule,
- * or t->n_rules when none matches. */
+ * in t->hits and the ICMPv6 type in t->type_hits (each if non-NULL) and
+ * return the index of the first matching rule, or t->n_rules when none
+ * matches. */
 uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
                         size_t len, uint32_t hook, uint32_t indev,
                         uint32_t outdev, struct icmp6_view *scratch);

@@ -7,6 +7,9 @@ Rule 1: this is the only module that imports shim._icmp6; cffi's untyped
 Rule 2: nothing here allocates per packet on the hot path: a NativeTable
 owns its C rule array, hit counters and one scratch icmp6_view, and keeps
 every cffi object alive for as long as the table lives.
+Rule 3: a NativeEngine (the batched NFQUEUE loop of native/engine.c) owns its
+receive slots, log ring and counters; each pump() is passed the table and
+plan to use, so a reload swaps them between two calls, never during one.
 
 A NativeTable is not thread-safe: cffi releases the GIL during the C call,
 and the scratch view and counters are shared. Use one table per thread.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +34,8 @@ from shim.model import (
     PacketView,
 )
 
-__all__ = ["DEFAULT_EXT_LIMIT", "EXT_MAX", "NativeTable", "parse"]
+__all__ = ["DEFAULT_EXT_LIMIT", "EXT_MAX", "LoggedPacket", "NativeEngine", "NativePlan",
+           "NativeTable", "encode_verdicts", "parse"]
 
 DEFAULT_EXT_LIMIT = 16
 EXT_MAX: int = int(lib.ICMP6_EXT_MAX)
@@ -183,8 +188,16 @@ class NativeTable:
     attributes of self, so they outlive every call.
     """
 
-    __slots__ = ("_rules", "_hits", "_table", "_scratch", "_n", "_classify", "_matches",
-                 "_type_hits")
+    __slots__ = (
+        "_classify",
+        "_hits",
+        "_matches",
+        "_n",
+        "_rules",
+        "_scratch",
+        "_table",
+        "_type_hits",
+    )
 
     def __init__(self, rules: Sequence[NativeRule], type_role: bytes, type_ike: bytes,
                  ext_limit: int) -> None:
@@ -209,6 +222,7 @@ class NativeTable:
         for i, rule in enumerate(rules):
             _fill_rule(self._rules[i], rule)
         self._hits = ffi.new("uint64_t[]", self._n + 1)
+        self._type_hits = ffi.new("uint64_t[]", 256)
         self._table = ffi.new("struct icmp6_table *")
         self._table.n_rules = self._n
         self._table.rules = self._rules
@@ -216,10 +230,10 @@ class NativeTable:
         self._table.type_ike = type_ike
         self._table.ext_limit = ext_limit
         self._table.hits = self._hits
+        self._table.type_hits = self._type_hits
         self._scratch = ffi.new("struct icmp6_view *")
         self._classify = lib.icmp6_classify
         self._matches = lib.icmp6_rule_matches
-        self._type_hits = [0] * 256
 
     @property
     def n_rules(self) -> int:
@@ -229,13 +243,10 @@ class NativeTable:
     def classify(self, data: bytes, hook: int, indev: int, outdev: int) -> int:
         """Index of the first rule matching the packet, or n_rules; counts the hit.
 
-        The hot path: one C call, then one field read for the per-type counter.
+        The hot path: one C call, which also counts the rule and ICMPv6 type hits.
         """
         index: int = self._classify(self._table, data, len(data), hook, indev, outdev,
                                     self._scratch)
-        icmp_type: int = self._scratch.icmpv6_type
-        if icmp_type >= 0:
-            self._type_hits[icmp_type] += 1
         return index
 
     def all_matches(self, data: bytes, hook: int, indev: int, outdev: int) -> list[int]:
@@ -266,9 +277,118 @@ class NativeTable:
 
     def type_hits(self) -> list[int]:
         """A copy of the per-ICMPv6-type counters of classify() (index = type)."""
-        return list(self._type_hits)
+        return list(self._type_hits[0:256])
 
     def reset_hits(self) -> None:
         """Zero every hit counter, per rule and per type."""
         ffi.memmove(self._hits, bytes(8 * (self._n + 1)), 8 * (self._n + 1))
-        self._type_hits = [0] * 256
+        ffi.memmove(self._type_hits, bytes(8 * 256), 8 * 256)
+
+    @property
+    def c_table(self) -> Any:
+        """The struct icmp6_table pointer (for shim.native_engine only; lives as long as self)."""
+        return self._table
+
+
+# -- the batched engine (native/engine.c) ----------------------------------------------
+
+_SLOT = 65536 + 4096  # one netlink message: a 0xffff-octet copy plus attributes
+_raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)  # untouched pages stay unmapped
+COUNTERS: tuple[str, ...] = tuple(name for name, _ in ffi.typeof("struct engine_counters").fields)
+
+
+class NativePlan:
+    """The C verdict plan of one Judge: (kind, value, mask, log) per decision index."""
+
+    __slots__ = ("_plan", "n")
+
+    def __init__(self, plan: Sequence[tuple[int, int, int]], log: Sequence[bool]) -> None:
+        """Raises ValueError when the two sequences differ in length or a kind is unknown."""
+        if len(plan) != len(log) or any(k not in (0, 1, 2) for k, _, _ in plan):
+            raise ValueError("plan and log must be equally long, kinds 0..2")
+        self.n = len(plan)
+        self._plan = ffi.new("struct engine_plan[]", max(self.n, 1))
+        for i, ((kind, value, mask), logged) in enumerate(zip(plan, log)):
+            self._plan[i] = {"kind": kind, "log": int(logged), "value": value & _U32,
+                             "mask": mask & _U32}
+
+
+class LoggedPacket:
+    """A logged decision's packet (verdict already given in C): meta plus a payload copy."""
+
+    __slots__ = ("hook", "indev", "mark", "outdev", "payload")
+
+    def __init__(self, hook: int, indev: int, outdev: int, payload: bytes) -> None:
+        self.hook, self.indev, self.outdev, self.payload, self.mark = hook, indev, outdev, payload, 0
+
+    def get_payload(self) -> bytes:
+        return self.payload
+
+    def get_mark(self) -> int:
+        return self.mark
+
+    def set_mark(self, mark: int) -> None:
+        raise RuntimeError("the batched engine already gave this packet its verdict")
+
+    def accept(self) -> None:
+        raise RuntimeError("the batched engine already gave this packet its verdict")
+
+    drop = accept
+
+
+class NativeEngine:
+    """One struct engine bound to a netlink fd; see native/engine.h."""
+
+    __slots__ = ("_e", "_log", "_pump", "_rx", "_take")
+
+    def __init__(self, fd: int, queue_num: int, on_error: tuple[int, int, int],
+                 log_cap: int = 128) -> None:
+        """Args: fd of the bound queue socket; on_error as a (kind, value, mask) plan entry."""
+        self._e = ffi.new("struct engine *")
+        self._rx = _raw_alloc("uint8_t[]", int(lib.ENGINE_BATCH_MAX) * _SLOT)
+        self._log = _raw_alloc("struct engine_log_entry[]", max(log_cap, 1))
+        self._e.fd, self._e.queue_num = fd, queue_num
+        self._e.rx, self._e.slot_size = self._rx, _SLOT
+        self._e.log, self._e.log_cap = self._log, max(log_cap, 1)
+        kind, value, mask = on_error
+        self._e.on_error = {"kind": kind, "log": 0, "value": value & _U32, "mask": mask & _U32}
+        self._pump, self._take = lib.engine_pump, lib.engine_log_take
+
+    def pump(self, table: NativeTable | None, plan: NativePlan | None, budget: int) -> int:
+        """Judge up to `budget` queued packets in C (GIL released); return how many.
+
+        Without a table or plan every packet gets the on_error verdict.
+
+        Raises:
+            OSError: the socket failed (other than EAGAIN/EINTR/ENOBUFS).
+        """
+        t = table._table if table is not None else ffi.NULL
+        p, n = (plan._plan, plan.n) if plan is not None else (ffi.NULL, 0)
+        done: int = self._pump(self._e, t, p, n, max(0, min(budget, _U32)))
+        if done < 0:
+            raise OSError(-done, os.strerror(-done))
+        return done
+
+    def counters(self) -> dict[str, int]:
+        """The engine counters (struct engine_counters) as a dict."""
+        c = self._e.c
+        return {name: int(getattr(c, name)) for name in COUNTERS}
+
+    def take_logs(self) -> list[tuple[int, LoggedPacket]]:
+        """Empty the log ring: (decision index, packet) of each logged decision."""
+        out = []
+        while (entry := self._take(self._e)) != ffi.NULL:
+            data = bytes(ffi.buffer(entry.data, min(entry.len, int(lib.ENGINE_LOG_SNAP))))
+            out.append((int(entry.rule), LoggedPacket(entry.hook, entry.indev, entry.outdev, data)))
+        return out
+
+
+def encode_verdicts(verdicts: Sequence[tuple[int, int, int | None]], queue_num: int) -> bytes:
+    """The netlink messages engine.c sends for (id, NF verdict, mark or None) verdicts."""
+    v = ffi.new("struct engine_verdict[]", max(len(verdicts), 1))
+    for i, (pid, verdict, mark) in enumerate(verdicts):
+        v[i] = {"id": pid, "verdict": verdict, "mark": mark or 0, "set_mark": int(mark is not None)}
+    cap = max(len(verdicts), 1) * int(lib.ENGINE_MSG_MAX)
+    out = ffi.new("uint8_t[]", cap)
+    n = lib.engine_encode_verdicts(v, len(verdicts), queue_num, out, cap)
+    return bytes(ffi.buffer(out, n))

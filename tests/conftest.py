@@ -54,13 +54,27 @@ def three_node() -> Iterator[Topology]:
         topo.down()
 
 
+ENGINES = ("netfilterqueue", "batched")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The NFQUEUE engine a test runs with: every config_dir test runs once per engine."""
+    return str(request.param)
+
+
 @pytest.fixture
-def config_dir(tmp_path: Path) -> Callable[[str], Path]:
-    """Write a config directory whose main file holds `text`; returns its path."""
+def config_dir(tmp_path: Path, engine: str) -> Callable[[str], Path]:
+    """Write a config directory whose main file holds `text`; returns its path.
+
+    Unless `text` has its own [engine] section, `[engine] kind` is the `engine` fixture's.
+    """
 
     def make(text: str, dropins: dict[str, str] | None = None) -> Path:
         d = tmp_path / f"cfg{len(list(tmp_path.iterdir()))}"
         (d / "rules.d").mkdir(parents=True)
+        if "[engine]" not in text:
+            text += f'\n[engine]\nkind = "{engine}"\n'
         (d / "icmp6-shim.toml").write_text(text)
         for name, body in (dropins or {}).items():
             (d / "rules.d" / name).write_text(body)
