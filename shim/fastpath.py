@@ -18,12 +18,11 @@ Invariants:
 from __future__ import annotations
 
 import errno
-import os
 import socket
-import struct
 
 from shim.model import Action, Verdict
-from shim.native import NativeEngine, NativePlan, NativeTable, encode_verdicts
+from shim.native import NativeEngine, NativePlan, NativeTable
+from shim.nfnetlink import NETLINK_NETFILTER, bind_attrs, config_message, unbind_attrs
 from shim.nfq import (
     Judge,
     OnDecision,
@@ -34,28 +33,9 @@ from shim.nfq import (
     bind_error,
 )
 
-__all__ = ["BatchedReader", "config_message"]
+__all__ = ["BatchedReader"]
 
-NETLINK_NETFILTER = 12
-_NFQ_CONFIG = (3 << 8) | 2  # NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_CONFIG
-_CMD, _PARAMS, _MAXLEN, _MASK, _FLAGS = 1, 2, 3, 4, 5  # NFQA_CFG_*
-_BIND, _UNBIND = 1, 2  # NFQNL_CFG_CMD_*
-_COPY_PACKET = 2
-_F_FAIL_OPEN = 1
-_NFQ_PACKET = 3 << 8  # NFQNL_MSG_PACKET
-_SLOT = 65536 + 4096
-_REQUEST, _ACK = 1, 4
 _KIND = {Action.ACCEPT: 0, Action.DROP: 1, Action.MARK: 2}
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    return struct.pack("=HH", 4 + len(data), kind) + data + b"\0" * (-len(data) % 4)
-
-
-def config_message(queue_num: int, attrs: bytes, seq: int = 0) -> bytes:
-    """One NFQNL_MSG_CONFIG request for `queue_num` asking for an ack."""
-    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue_num)) + attrs
-    return struct.pack("=IHHII", 16 + len(body), _NFQ_CONFIG, _REQUEST | _ACK, seq, 0) + body
 
 
 def _plan_entry(v: Verdict) -> tuple[int, int, int]:
@@ -95,76 +75,23 @@ class BatchedReader(QueueReader):
                     break
                 except OSError:
                     continue
+            sock.setblocking(False)
+            self._sock = _BudgetSocket(sock, self.stats)
             # One message: the kernel binds, then applies copy mode and maxlen, then acks.
-            self._request(sock, _attr(_CMD, struct.pack("!BBH", _BIND, 0, socket.AF_INET6))
-                          + _attr(_PARAMS, struct.pack("!IB", 0xFFFF, _COPY_PACKET))
-                          + _attr(_MAXLEN, struct.pack("!I", self._maxlen)))
+            self._configure(bind_attrs(self._maxlen))
         except OSError as exc:
             sock.close()
+            self._sock = None
             raise bind_error(self.queue_num, exc) from exc
-        sock.setblocking(False)
-        self._sock = _BudgetSocket(sock, self.stats)
         self._last = {}
         self._engine = NativeEngine(sock.fileno(), self.queue_num, _plan_entry(self.on_error))
         return sock.fileno()
-
-    def _request(self, sock: socket.socket, attrs: bytes) -> None:
-        """Send one config message and wait (bounded) for its ack; raise OSError on a nack.
-
-        A packet queued meanwhile gets the on_error verdict: none is left unanswered.
-        """
-        self._seq += 1
-        sock.settimeout(2.0)
-        sock.send(config_message(self.queue_num, attrs, self._seq))
-        while True:
-            reply = sock.recv(_SLOT)
-            off = 0
-            while off + 20 <= len(reply):
-                length, kind, _flags, seq = struct.unpack_from("=IHHI", reply, off)
-                if kind == 2 and seq == self._seq:  # NLMSG_ERROR: error 0 is the ack
-                    (err,) = struct.unpack_from("=i", reply, off + 16)
-                    if err:
-                        raise OSError(-err, os.strerror(-err))
-                    return
-                if kind == _NFQ_PACKET:
-                    self._answer_early(sock, reply[off:off + length])
-                off += max((length + 3) & ~3, 16)
-
-    def _answer_early(self, sock: socket.socket, msg: bytes) -> None:
-        """Give on_error to a packet that arrived while configuring (rare: before the diversion)."""
-        off = 20
-        while off + 4 <= len(msg):
-            alen, kind = struct.unpack_from("=HH", msg, off)
-            if alen < 4:
-                return
-            if kind & 0x3FFF == 1 and alen >= 11:  # NFQA_PACKET_HDR: packet id first
-                (pid,) = struct.unpack_from("!I", msg, off + 4)
-                kind_, value, mask = _plan_entry(self.on_error)
-                mark = value & mask if kind_ == 2 else None  # no old mark read: rare path
-                sock.send(encode_verdicts([(pid, 0 if kind_ == 1 else 1, mark)], self.queue_num))
-                self.stats.packets += 1
-                self.stats.errors += 1
-                return
-            off += (alen + 3) & ~3
-
-    def set_queue_flags(self, *, fail_open: bool) -> None:
-        """Set or clear NFQA_CFG_F_FAIL_OPEN on the bound queue."""
-        if self._sock is None:
-            return
-        flag = struct.pack("!I", _F_FAIL_OPEN if fail_open else 0)
-        self._sock.sock.setblocking(True)
-        try:
-            self._request(self._sock.sock, _attr(_FLAGS, flag)
-                          + _attr(_MASK, struct.pack("!I", _F_FAIL_OPEN)))
-        finally:
-            self._sock.sock.setblocking(False)
 
     def unbind(self) -> None:
         """Unbind the queue (best effort) and close the socket."""
         if self._sock is not None:
             try:
-                self._sock.sock.send(config_message(
-                    self.queue_num, _attr(_CMD, struct.pack("!BBH", _UNBIND, 0, socket.AF_INET6))))
+                self._sock.sock.send(config_message(self.queue_num, unbind_attrs()))
             except OSError:
                 pass
             self._sock.sock.close()
@@ -178,7 +105,7 @@ class BatchedReader(QueueReader):
             return self._planned[1], self._planned[2]
         table = getattr(judge.classify, "__self__", None)
         native = table if isinstance(table, NativeTable) else None
-        logged = [d.log or judge.shadow is not None for d in judge.decisions]
+        logged = [d.log for d in judge.decisions]
         plan = NativePlan(judge.plan, logged) if native is not None else None
         if native is None and self.on_exception is not None:
             self.on_exception(TypeError("the Judge has no NativeTable: every packet gets on_error"))
@@ -201,8 +128,6 @@ class BatchedReader(QueueReader):
         for index, pkt in self._engine.take_logs():
             decision = judge.decisions[index]
             try:
-                if judge.shadow is not None:
-                    judge.shadow.observe(pkt.payload, pkt.hook, pkt.indev, pkt.outdev, decision)
                 if decision.log and self.on_logged is not None:
                     self.on_logged(decision, pkt, pkt.payload)
             except Exception as exc:  # noqa: BLE001 - logging never costs the loop

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from typing import Protocol
 
 from shim.errors import EnvironmentProblem
 from shim.model import Action, Decision, Verdict, mark_after
+from shim.native import encode_verdicts
+from shim.nfnetlink import RECV_SIZE, flags_attrs, packet_id, params_attrs, request
 from shim.shadow import Shadow
 
 __all__ = ["Judge", "PacketLike", "QueueReader", "Stats", "apply_verdict"]
@@ -100,7 +101,9 @@ class _BudgetSocket:
             raise BlockingIOError(errno.EAGAIN, "budget spent")
         self.budget -= 1
         try:
-            return self.sock.recv(size)
+            # netfilterqueue asks for 4096 octets; a packet message at our copy range is
+            # bigger, and a cut message would be dropped unanswered by libnetfilter_queue.
+            return self.sock.recv(max(size, RECV_SIZE))
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
                 # The kernel dropped messages for us: count, then keep reading.
@@ -140,6 +143,7 @@ class QueueReader:
         self._rcvbuf = sock_rcvbuf
         self._nfq: object | None = None
         self._sock: _BudgetSocket | None = None
+        self._seq = 0
 
     # -- lifecycle -------------------------------------------------------------
     def bind(self) -> int:
@@ -163,6 +167,12 @@ class QueueReader:
         sock = socket.socket(fileno=os.dup(fd))
         sock.setblocking(False)
         self._sock = _BudgetSocket(sock, self.stats)
+        try:
+            # netfilterqueue caps the copy range at 4016 octets: ask for whole packets.
+            self._configure(params_attrs())
+        except OSError as exc:
+            self.unbind()
+            raise bind_error(self.queue_num, exc) from exc
         return fd
 
     def fileno(self) -> int:
@@ -172,24 +182,35 @@ class QueueReader:
         return self._sock.sock.fileno()
 
     def set_queue_flags(self, *, fail_open: bool) -> None:
-        """Set NFQA_CFG_F_FAIL_OPEN on the bound queue (netfilterqueue lacks it).
+        """Set or clear NFQA_CFG_F_FAIL_OPEN on the bound queue (netfilterqueue lacks it).
 
-        The config message must come from the socket that owns the queue, so it
-        is written on that very socket; without NLM_F_ACK the kernel answers
-        only on error, and that answer is read and ignored by the next pump.
+        Raises:
+            EnvironmentProblem: the kernel refused.
         """
+        try:
+            self._configure(flags_attrs(fail_open))
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot set the fail-open flag of queue {self.queue_num}: "
+                                     f"{exc.strerror or exc}") from exc
+
+    def _configure(self, attrs: bytes) -> None:
+        """One acknowledged config message on the queue's own socket."""
         if self._sock is None:
+            raise OSError(0, "queue is not bound")
+        self._seq += 1
+        request(self._sock.sock, self.queue_num, attrs, self._seq, self._answer_early)
+
+    def _answer_early(self, msg: bytes) -> None:
+        """Give on_error to a packet queued while a config message waits for its ack."""
+        pid = packet_id(msg)
+        self.stats.errors += 1
+        if pid is None or self._sock is None:
             return
-        nfqa_cfg_mask, nfqa_cfg_flags, fail_open_flag = 4, 5, 1
-        nlmsg_type = (3 << 8) | 2  # NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_CONFIG
-        flags = struct.pack("!I", fail_open_flag if fail_open else 0)
-        mask = struct.pack("!I", fail_open_flag)
-        attrs = (struct.pack("=HH", 8, nfqa_cfg_flags) + flags
-                 + struct.pack("=HH", 8, nfqa_cfg_mask) + mask)
-        nfgen = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(self.queue_num))
-        body = nfgen + attrs
-        header = struct.pack("=IHHII", 16 + len(body), nlmsg_type, 1, 0, 0)  # NLM_F_REQUEST
-        self._sock.sock.send(header + body)
+        v = self.on_error
+        mark = v.apply_to_mark(0) if v.action is Action.MARK else None  # old mark unread: rare path
+        nf_verdict = 0 if v.action is Action.DROP else 1
+        self._sock.sock.send(encode_verdicts([(pid, nf_verdict, mark)], self.queue_num))
+        self.stats.packets += 1
 
     def pump(self, budget: int = 256) -> int:
         """Judge up to `budget` queued packets without blocking; return how many."""

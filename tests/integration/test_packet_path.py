@@ -178,3 +178,18 @@ class TestClearErrors:
         cfg = config_dir("[queue]\nnum = 'zero'\n")
         out = three_node.run("g", sys.executable, "-m", "shim", "run", "--config", str(cfg))
         assert out.returncode == 2 and "icmp6-shim.toml" in out.stderr and "Traceback" not in out.stderr
+
+
+class TestLargePackets:
+    def test_large_packet_is_judged_whole(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess], config_dir: Callable[..., Path],
+    ) -> None:
+        """A 5000-octet echo sent by g itself (one skb at OUTPUT) is copied whole and judged."""
+        shim = shim_on(three_node.ns("g"), config_dir(""))
+        kernel = [line.split() for line in three_node.run(
+            "g", "cat", "/proc/net/netfilter/nfnetlink_queue").stdout.splitlines()]
+        assert kernel and kernel[0][4] == "65531"  # copy_range: 0xffff less the attribute header
+        ping = three_node.run("g", "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "-s", "5000", B)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        ev = shim.next_event("verdict", icmp6_type=128, hook="output", dst=B)
+        assert ev is not None and ev["rule"] == "echo-request" and ev["verdict"] == "mark"
