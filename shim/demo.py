@@ -107,7 +107,9 @@ def run_demo(config_dir: Path | None) -> int:
         with ShimProcess(config_dir, netns=topo.ns("g")) as shim:
             shim.wait_ready()
             backend = next((e for e in shim.events if e.get("event") == "backend_chosen"), {})
-            print(f"shim ready: backend {backend.get('backend')} ({backend.get('reason')})\n")
+            ready = next((e for e in shim.events if e.get("event") == "ready"), {})
+            print(f"shim ready: engine {ready.get('engine')}, backend {backend.get('backend')} "
+                  f"({backend.get('reason')})\n")
             rows = [(p.label, *send_and_observe(shim, p, wire)) for p in probes(a_ll, g_ll)]
             width = max(len(r[0]) for r in rows)
             print(f"{'message':<{width}}  {'verdict [rule]':<58} arrived")

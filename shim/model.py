@@ -258,7 +258,7 @@ class Settings:
     queue_maxlen: int = 4096
     queue_fail_open: bool = False   # NFQA_CFG_F_FAIL_OPEN: accept what the full queue cannot hold
     sock_rcvbuf: int = 4 * 1024 * 1024
-    engine: str = "netfilterqueue"  # "netfilterqueue" (a Python callback per packet) | "batched" (C loop)
+    engine: str = "batched"  # "batched" (the packet loop in C) | "netfilterqueue" (a Python callback each)
     backend: Backend = Backend.AUTO
     hooks: tuple[Hook, ...] = (Hook.INPUT, Hook.OUTPUT, Hook.FORWARD)
     chain_priority: int = -150      # mangle position: later filter rules and xfrm see the mark

@@ -169,7 +169,8 @@ class Service:
                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
-            self.log.info("ready", rules=len(self.compiled.table.rules), config=str(self.config_dir))
+            self.log.info("ready", rules=len(self.compiled.table.rules), config=str(self.config_dir),
+                          engine=self.settings.engine)
             self.notifier.ready(self.status_line())
             self._loop(wake_r)
         finally:
