@@ -516,9 +516,27 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
     }
     icmp6_parse(buf, len, t->ext_limit, scratch);
     uint32_t n = t->rules != NULL ? t->n_rules : 0;
-    uint32_t i = 0;
-    while (i < n && !icmp6_rule_matches(t, &t->rules[i], scratch, hook, indev, outdev)) {
-        i++;
+    uint32_t i = n;
+    if (t->cand_off != NULL && t->cand != NULL) {
+        uint32_t k = (scratch->icmpv6_type >= 0 && scratch->icmpv6_type < 256)
+                         ? (uint32_t)scratch->icmpv6_type : 256u;
+        uint32_t lo = t->cand_off[k];
+        uint32_t hi = t->cand_off[k + 1u];
+        if (hi > t->n_cand) {
+            hi = t->n_cand;
+        }
+        for (uint32_t j = lo; j < hi; j++) {
+            uint32_t r = t->cand[j];
+            if (r < n && icmp6_rule_matches(t, &t->rules[r], scratch, hook, indev, outdev)) {
+                i = r;
+                break;
+            }
+        }
+    } else {
+        i = 0;
+        while (i < n && !icmp6_rule_matches(t, &t->rules[i], scratch, hook, indev, outdev)) {
+            i++;
+        }
     }
     if (i == n) {
         i = t->n_rules;
@@ -530,4 +548,37 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
         t->type_hits[(uint8_t)scratch->icmpv6_type]++;
     }
     return i;
+}
+
+/* contract: see icmp6.h. A rule is a candidate for type k when a packet of that
+ * type passes the rule's type test in icmp6_rule_matches (the only test that
+ * depends on k alone), and for "no type" (k = 256) when it needs no type. */
+uint32_t icmp6_index_candidates(const struct icmp6_table *t, uint32_t *cand_off,
+                                uint32_t *cand, uint32_t cap)
+{
+    if (t == NULL || cand_off == NULL || cand == NULL) {
+        return 0;
+    }
+    uint32_t n = t->rules != NULL ? t->n_rules : 0;
+    uint32_t used = 0;
+    for (uint32_t k = 0; k <= 256u; k++) {
+        cand_off[k] = used;
+        for (uint32_t r = 0; r < n; r++) {
+            const struct icmp6_rule *rule = &t->rules[r];
+            int fits;
+            if (k == 256u) {
+                fits = (rule->need & ICMP6_NEED_TYPE) == 0;
+            } else {
+                fits = (int)((rule->types[k >> 6] >> (k & 63u)) & 1u);
+            }
+            if (fits) {
+                if (used >= cap) {
+                    return 0;
+                }
+                cand[used++] = r;
+            }
+        }
+    }
+    cand_off[257] = used;
+    return used;
 }

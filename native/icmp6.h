@@ -160,6 +160,14 @@ struct icmp6_table {
     uint32_t ext_limit;              /* passed on to icmp6_parse */
     uint64_t *hits;                  /* n_rules + 1 counters; [n_rules] = no match */
     uint64_t *type_hits;             /* 256 counters by ICMPv6 type, or NULL */
+    /* Optional per-type candidates, so a packet visits only rules that can match
+     * its type: cand[cand_off[k] .. cand_off[k+1]) lists, in evaluation order,
+     * the rules a packet of ICMPv6 type k can match (k = 256: no type). NULL:
+     * every rule is walked. Same result either way; icmp6_index_candidates()
+     * builds them. */
+    const uint32_t *cand_off;        /* 258 offsets into cand */
+    const uint32_t *cand;
+    uint32_t n_cand;                 /* entries in cand */
 };
 
 /* contract: parse buf[0..len) as an IPv6 packet into *out; never reads outside
@@ -172,6 +180,12 @@ int icmp6_parse(const uint8_t *buf, size_t len, uint32_t ext_limit,
 int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
                        const struct icmp6_view *v, uint32_t hook,
                        uint32_t indev, uint32_t outdev);
+
+/* contract: fill cand_off[258] and cand[cap] for t's rules (types[] and
+ * ICMP6_NEED_TYPE decide); returns the entries written, or 0 if cap is too
+ * small (then leave t->cand NULL). Counts: at most 257 * n_rules entries. */
+uint32_t icmp6_index_candidates(const struct icmp6_table *t, uint32_t *cand_off,
+                                uint32_t *cand, uint32_t cap);
 
 /* contract: parse buf into *scratch, walk t->rules in order, count the hit
  * in t->hits and the ICMPv6 type in t->type_hits (each if non-NULL) and

@@ -189,6 +189,8 @@ class NativeTable:
     """
 
     __slots__ = (
+        "_cand",
+        "_cand_off",
         "_classify",
         "_hits",
         "_matches",
@@ -231,6 +233,16 @@ class NativeTable:
         self._table.ext_limit = ext_limit
         self._table.hits = self._hits
         self._table.type_hits = self._type_hits
+        # Per-type candidate lists: a packet visits only the rules its type can match,
+        # so the walk costs what its type's rules cost, not what the whole table does.
+        cap = 257 * self._n + 1
+        self._cand_off = ffi.new("uint32_t[]", 258)
+        self._cand = ffi.new("uint32_t[]", cap)
+        used = lib.icmp6_index_candidates(self._table, self._cand_off, self._cand, cap)
+        if used or self._n == 0:
+            self._table.cand_off = self._cand_off
+            self._table.cand = self._cand
+            self._table.n_cand = used
         self._scratch = ffi.new("struct icmp6_view *")
         self._classify = lib.icmp6_classify
         self._matches = lib.icmp6_rule_matches

@@ -129,5 +129,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(hook <= ICMP6_HOOK_POSTROUTING || idx == N_RULES);
     t.hits = NULL;
     CHECK(icmp6_classify(&t, pkt, len, hook, 2, 3, NULL) == idx);
+    /* The per-type candidate lists must give the same answer as the full walk. */
+    static uint32_t cand_off[258];
+    static uint32_t cand[257 * N_RULES];
+    uint32_t used = icmp6_index_candidates(&t, cand_off, cand, 257 * N_RULES);
+    CHECK(used > 0);
+    CHECK(icmp6_index_candidates(&t, cand_off, cand, used - 1) == 0);  /* too small: refused */
+    CHECK(icmp6_index_candidates(&t, cand_off, cand, 257 * N_RULES) == used);
+    t.cand_off = cand_off;
+    t.cand = cand;
+    t.n_cand = used;
+    CHECK(icmp6_classify(&t, pkt, len, hook, 2, 3, NULL) == idx);
     return 0;
 }
