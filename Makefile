@@ -14,7 +14,7 @@ SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-
 	libmnl-dev nftables iptables iproute2 iputils-ping tcpdump clang python3-venv python3-dev \
 	systemd util-linux
 
-.PHONY: all system-deps venv test demo fuzz bench clean cleanup-host
+.PHONY: all system-deps venv test demo fuzz bench clean
 
 all: venv
 
@@ -59,7 +59,7 @@ UNITDIR ?= /etc/systemd/system
 CONFDIR ?= /etc/icmp6-shim
 DOCDIR := $(PREFIX)/share/doc/icmp6-shim
 
-.PHONY: install uninstall verify-unit
+.PHONY: install uninstall
 
 install: system-deps
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PREFIX)/bin
