@@ -205,15 +205,9 @@ size_t engine_encode_verdicts(const struct engine_verdict *v, size_t n,
     return pos;
 }
 
-/* contract: send the n buffered verdicts in one send(); *n becomes 0. */
-static void flush(struct engine *e, struct engine_verdict *v, size_t *n)
+/* contract: send len octets in one send(), retrying transient errors; 0 on success. */
+static int send_all(struct engine *e, const uint8_t *buf, size_t len)
 {
-    uint8_t buf[ENGINE_VERDICT_MAX * ENGINE_MSG_MAX];
-    size_t len = engine_encode_verdicts(v, *n, e->queue_num, buf, sizeof buf);
-    if (len == 0) {
-        *n = 0;
-        return;
-    }
     for (int tries = 0; tries < SEND_TRIES; tries++) {
         e->c.send_calls++;
         ssize_t r = send(e->fd, buf, len, 0);
@@ -223,14 +217,52 @@ static void flush(struct engine *e, struct engine_verdict *v, size_t *n)
                 e->c.verdict_msgs++;
                 i += rd32(buf + i);
             }
-            *n = 0;
-            return;
+            return 0;
         }
         if (r >= 0 || (errno != EINTR && errno != ENOBUFS && errno != EAGAIN && errno != ENOMEM)) {
             break;
         }
     }
     e->c.send_errors++;
+    return -1;
+}
+
+/* contract: deliver the n buffered verdicts; *n becomes 0.
+ * A batch verdict answers every queued id up to its own, so it is safe only
+ * while every earlier id has been answered. If a send fails, the verdicts are
+ * sent again one message each; a verdict even that cannot deliver leaves its
+ * packet waiting, and from then on no batch is ever sent (c.no_batch), so no
+ * later batch can answer that packet with another packet's verdict. */
+static void flush(struct engine *e, struct engine_verdict *v, size_t *n)
+{
+    uint8_t buf[ENGINE_VERDICT_MAX * ENGINE_MSG_MAX];
+    if (*n == 0) {
+        return;
+    }
+    size_t len = 0;
+    if (!e->c.no_batch) {
+        len = engine_encode_verdicts(v, *n, e->queue_num, buf, sizeof buf);
+    } else {
+        for (size_t i = 0; i < *n; i++) {  /* one message per verdict, still one send() */
+            size_t m = engine_encode_verdicts(&v[i], 1, e->queue_num, buf + len, sizeof buf - len);
+            if (m == 0) {
+                len = 0;
+                break;
+            }
+            len += m;
+        }
+    }
+    if (len != 0 && send_all(e, buf, len) == 0) {
+        *n = 0;
+        return;
+    }
+    for (size_t i = 0; i < *n; i++) {  /* the whole send failed: each verdict on its own */
+        size_t one = engine_encode_verdicts(&v[i], 1, e->queue_num, buf, sizeof buf);
+        if (one == 0 || send_all(e, buf, one) != 0) {
+            e->c.verdicts_lost++;
+            e->c.no_batch = 1;
+        }
+    }
     *n = 0;
 }
 
@@ -254,6 +286,7 @@ uint32_t engine_judge_datagram(struct engine *e, const struct icmp6_table *t,
             e->c.nl_errors++;
         } else if (status == ENGINE_PKT_NO_ID) {
             e->c.errors++;  /* nothing to answer: no id to give a verdict to */
+            e->c.no_batch = 1;  /* ...so no later batch may sweep that packet up */
         } else if (status != ENGINE_PKT_NOT_PACKET) {
             if (*n >= cap) {
                 flush(e, v, n);

@@ -83,6 +83,8 @@ struct engine_counters {
     uint64_t send_errors;        /* send() failed after retries */
     uint64_t nl_errors;          /* NLMSG_ERROR replies (a verdict the kernel refused) */
     uint64_t log_dropped;        /* logged decisions the full ring could not hold */
+    uint64_t verdicts_lost;      /* verdicts no send delivered: their packets wait in the queue */
+    uint64_t no_batch;           /* 1 once an id may be unanswered: batches are off for good */
 };
 
 struct engine {

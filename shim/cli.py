@@ -83,6 +83,11 @@ def _stats_text(snap: dict[str, object]) -> str:
              f"packets {snap.get('packets')}: accept {v.get('accept', 0)}, drop {v.get('drop', 0)}, "
              f"mark {v.get('mark', 0)}; errors {snap.get('errors')}, socket overruns {snap.get('enobufs')}",
              f"reloads {snap.get('reloads')} (failed {snap.get('reload_failures')})"]
+    eng = cast(dict[str, int], snap.get("engine") or {})
+    if eng.get("send_errors") or eng.get("verdicts_lost") or eng.get("nl_errors"):
+        lines.append(f"engine: {eng.get('send_errors', 0)} failed sends, {eng.get('verdicts_lost', 0)} "
+                     f"verdicts lost, {eng.get('nl_errors', 0)} refused by the kernel"
+                     + (", batching off" if eng.get("no_batch") else ""))
     for k in cast(list[dict[str, int]], snap.get("kernel") or []):
         lines.append(f"kernel queue {k['queue']}: waiting {k['queue_total']}, queue drops "
                      f"{k['queue_dropped']}, user drops {k['user_dropped']}")

@@ -55,6 +55,7 @@ class BatchedReader(QueueReader):
         self._last: dict[str, int] = {}
         self._planned: tuple[Judge, NativeTable | None, NativePlan | None] | None = None
         self._seq = 0
+        self._on_error_set: Verdict | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def bind(self) -> int:
@@ -85,6 +86,7 @@ class BatchedReader(QueueReader):
             raise bind_error(self.queue_num, exc) from exc
         self._last = {}
         self._engine = NativeEngine(sock.fileno(), self.queue_num, _plan_entry(self.on_error))
+        self._on_error_set = self.on_error
         return sock.fileno()
 
     def unbind(self) -> None:
@@ -118,23 +120,31 @@ class BatchedReader(QueueReader):
             return 0
         judge = self.judge  # one read per pump: a reload swaps it between two calls
         table, plan = self._plan(judge)
+        if self.on_error is not self._on_error_set:  # a reload may change on_error too
+            self._engine.set_on_error(_plan_entry(self.on_error))
+            self._on_error_set = self.on_error
+        done = 0
         try:
             done = self._engine.pump(table, plan, budget)
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:
                 raise
-            done = 0
-        self._sync(self._engine.counters())
+        finally:
+            # Decisions logged in this pump belong to this pump's Judge, whatever happened.
+            self._sync(self._engine.counters())
+            self._handle_logs(judge)
+        return done
+
+    def _handle_logs(self, judge: Judge) -> None:
+        assert self._engine is not None
         for index, pkt in self._engine.take_logs():
-            decision = judge.decisions[index]
             try:
+                decision = judge.decisions[index]
                 if decision.log and self.on_logged is not None:
                     self.on_logged(decision, pkt, pkt.payload)
             except Exception as exc:  # noqa: BLE001 - logging never costs the loop
                 self.stats.errors += 1
-                if self.on_exception is not None:
-                    self.on_exception(exc)
-        return done
+                self._report(exc)
 
     def _sync(self, c: dict[str, int]) -> None:
         """Add what the C counters gained since the last pump to Stats."""

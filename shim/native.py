@@ -362,9 +362,13 @@ class NativeEngine:
         self._e.fd, self._e.queue_num = fd, queue_num
         self._e.rx, self._e.slot_size = self._rx, _SLOT
         self._e.log, self._e.log_cap = self._log, max(log_cap, 1)
+        self.set_on_error(on_error)
+        self._pump, self._take = lib.engine_pump, lib.engine_log_take
+
+    def set_on_error(self, on_error: tuple[int, int, int]) -> None:
+        """The verdict for a packet the engine cannot judge, as a (kind, value, mask) entry."""
         kind, value, mask = on_error
         self._e.on_error = {"kind": kind, "log": 0, "value": value & _U32, "mask": mask & _U32}
-        self._pump, self._take = lib.engine_pump, lib.engine_log_take
 
     def pump(self, table: NativeTable | None, plan: NativePlan | None, budget: int) -> int:
         """Judge up to `budget` queued packets in C (GIL released); return how many.

@@ -175,6 +175,10 @@ class QueueReader:
             raise bind_error(self.queue_num, exc) from exc
         return fd
 
+    def engine_counters(self) -> dict[str, int]:
+        """Counters of a native engine (none here: netfilterqueue keeps no such counters)."""
+        return {}
+
     def fileno(self) -> int:
         """The netlink socket to poll for queued packets."""
         if self._sock is None:

@@ -334,6 +334,8 @@ class Service:
             "rules": rules,
             "kernel": kernel_queue_stats([self.queue_num]),
             "shadow": self.compiled.shadow.snapshot() if self.compiled.shadow else None,
+            # The batched engine's own counters: send_errors, verdicts_lost, no_batch, ...
+            "engine": self.reader.engine_counters() if self.reader is not None else {},
         }
 
     def status_line(self) -> str:

@@ -165,3 +165,36 @@ class TestPump:
             t, NativePlan([(ACCEPT, 0, 0)] * 2, [False] * 2), 10)
         assert t.type_hits()[128] == 3
         assert t.hits() == [3, 0]
+
+
+class TestUndeliverable:
+    """A verdict that cannot be sent must never be replaced by a later batch's verdict."""
+
+    def test_idless_message_turns_batching_off(self, pair: tuple[socket.socket, socket.socket]) -> None:
+        """After a packet that cannot be answered, equal consecutive verdicts go out one by one."""
+        engine_end, peer = pair
+        no_id = packet_msg(9, ECHO)[:16] + packet_msg(9, ECHO)[16:20]
+        no_id = struct.pack("=I", len(no_id)) + no_id[4:]
+        for m in (no_id, packet_msg(10, ECHO), packet_msg(11, ECHO)):
+            peer.send(m)
+        e = NativeEngine(engine_end.fileno(), 0, (ACCEPT, 0, 0))
+        e.pump(table(), NativePlan([(ACCEPT, 0, 0), (ACCEPT, 0, 0)], [False, False]), 100)
+        peer.settimeout(0.2)
+        got = decode(peer.recv(65536))  # one send(): both messages in one datagram
+        assert got == [("one", NF_ACCEPT, 10, None), ("one", NF_ACCEPT, 11, None)]
+        assert e.counters()["no_batch"] == 1
+
+    def test_failed_send_is_counted_and_turns_batching_off(self) -> None:
+        """When no send can deliver, the loss is counted and no batch follows it."""
+        engine_end, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            for pid in (20, 21):
+                peer.send(packet_msg(pid, ECHO))
+            peer.shutdown(socket.SHUT_RD)  # every verdict send now fails (EPIPE)
+            e = NativeEngine(engine_end.fileno(), 0, (ACCEPT, 0, 0))
+            done = e.pump(table(), NativePlan([(ACCEPT, 0, 0), (ACCEPT, 0, 0)], [False, False]), 100)
+            c = e.counters()
+            assert done == 2 and c["verdicts_lost"] == 2 and c["no_batch"] == 1 and c["send_errors"] >= 1
+        finally:
+            engine_end.close()
+            peer.close()
