@@ -18,6 +18,8 @@ gives another verdict than bypass or drop (the shim still drops after xfrm).
 
 from __future__ import annotations
 
+import ipaddress
+
 import subprocess
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ __all__ = ["DEFAULT_PRIORITY", "XfrmPolicy", "apply", "derive_policies", "remove
 
 DEFAULT_PRIORITY = 1  # as Libreswan's own ND allows; lower than any operator policy
 OUT_HOOKS = frozenset({Hook.OUTPUT, Hook.POSTROUTING})
+FWD_PATH = frozenset({Hook.PREROUTING, Hook.FORWARD, Hook.POSTROUTING})  # hooks a forwarded packet crosses
 _CLASS_PREFIX = {"link_local": "fe80::/10", "unspecified": "::/128", "loopback": "::1/128",
                  "multicast": "ff00::/8", "solicited_node": "ff02::1:ff00:0/104"}
 _INEXPRESSIBLE = ("hop_limit", "frag", "chain_complete", "malformed", "nd_valid", "mtu", "oif")
@@ -106,6 +109,41 @@ def _unconditional(m: Match) -> bool:
     return _selectors(m) == [("::/0", "::/0")] and m.codes is None
 
 
+def _nets(a: str, b: str) -> tuple[ipaddress.IPv6Network, ipaddress.IPv6Network]:
+    return ipaddress.IPv6Network(a), ipaddress.IPv6Network(b)
+
+
+def _forward_keeper(t: int, table: RuleTable, mark: tuple[int, int], src: str, dst: str) -> str | None:
+    """The rule that keeps some forwarded type-t packets from src to dst under IPsec, if any.
+
+    The kernel checks `dir out` policies for forwarded packets too, before the
+    FORWARD hook, so an out allow also lets forwarded packets in its selector out
+    in the clear. That is safe only if the table bypasses or drops every such
+    forwarded packet it judges.
+    """
+    diverted = FWD_PATH & set(table.settings.hooks)
+    if not diverted:
+        return None  # forwarded packets are never judged: the table says nothing about them
+    rules = [(r.name, r.match, r.verdict) for r in table.rules]
+    rules.append((table.no_match.rule, Match(), table.no_match.verdict))
+    for name, m, verdict in rules:
+        hooks = set(m.hooks) if m.hooks is not None else set(Hook)
+        if not hooks & diverted or not _for_type(m, t, table):
+            continue
+        sel = _selectors(m)
+        if sel is not None and not any(a.overlaps(x) and b.overlaps(y)
+                                       for (a, b), (x, y) in ((_nets(s_, d_), _nets(src, dst))
+                                                              for s_, d_ in sel)):
+            continue  # no forwarded packet in the allow's selector reaches this rule's verdict
+        if verdict.action is not Action.DROP and not _is_mark(verdict, mark):
+            return name
+        if (sel is not None and m.codes is None and diverted <= hooks
+                and any(x.subnet_of(a) and y.subnet_of(b)
+                        for (a, b), (x, y) in ((_nets(s_, d_), _nets(src, dst)) for s_, d_ in sel))):
+            return None  # every forwarded packet in the selector is bypassed or dropped here
+    return None
+
+
 def _out_for_type(t: int, table: RuleTable, mark: tuple[int, int],
                   priority: int) -> tuple[list[XfrmPolicy], list[str]]:
     """Allow policies for type t (and notes on what could not be exported)."""
@@ -147,7 +185,15 @@ def _out_for_type(t: int, table: RuleTable, mark: tuple[int, int],
                                          why=f"rule {name} (priority {prio}){cond}"), sel is not None))
         if whole:
             break
-    return [p for p, _ in found], notes
+    kept = []
+    for p, _ in found:
+        keeper = _forward_keeper(t, table, mark, p.src, p.dst)
+        if keeper is None:
+            kept.append(p)
+        else:
+            notes.append(f"type {t}: {p.why} not exported: out policies also see forwarded "
+                         f"packets, and rule {keeper} keeps forwarded ones under IPsec")
+    return kept, notes
 
 
 def derive_policies(table: RuleTable, *, priority: int = DEFAULT_PRIORITY,

@@ -78,6 +78,24 @@ class TestDerivation:
         out = _out(derive_policies(_table(rule))[0])
         assert [(p.src, p.dst) for p in out[128]] == [("::/0", "2001:db8:9::/64")]
 
+    def test_forwarded_packets_kept_under_ipsec_block_the_out_allow(self) -> None:
+        """Out policies see forwarded packets too: a forward-hook protect rule forbids the allow."""
+        guard = _user("fwd-protect", PROTECT, 0, types=frozenset({128}), hooks=frozenset({Hook.FORWARD}))
+        later = _user("echo-bypass", BYPASS, 1, types=frozenset({128}))
+        policies, notes = derive_policies(_table(guard, later))
+        assert 128 not in _out(policies) and any("fwd-protect" in n for n in notes)
+
+    def test_output_only_bypass_is_not_exported_over_transit_protect(self) -> None:
+        """A bypass for locally sent echoes only: the default transit rule protects forwarded ones."""
+        rule = _user("out-bypass", BYPASS, 0, types=frozenset({128}), hooks=frozenset({Hook.OUTPUT}))
+        policies, notes = derive_policies(_table(rule))
+        assert 128 not in _out(policies) and any("transit-echo-request" in n for n in notes)
+
+    def test_bypass_for_every_hook_is_exported(self) -> None:
+        """The same bypass on every hook covers forwarded packets too: the allow is safe."""
+        policies, _ = derive_policies(_table(_user("echo-bypass", BYPASS, 0, types=frozenset({128}))))
+        assert [(p.src, p.dst) for p in _out(policies)[128]] == [("::/0", "::/0")]
+
     def test_inexact_bypass_before_protect_is_not_exported(self) -> None:
         """A hop-limit condition is no xfrm selector: exporting it would leak the protected rest."""
         rule = _user("echo-hop", BYPASS, types=frozenset({128}), hop_limit=(255, 255))
