@@ -161,21 +161,28 @@ class Topology:
             (na, ia), (nb, ib) = link.ends
             tmp_a, tmp_b = f"i6s{os.getpid() % 10000}x{i}a", f"i6s{os.getpid() % 10000}x{i}b"
             _ip("link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
-            for tmp, name, ifname, addr in ((tmp_a, na, ia, link.addresses[0]),
-                                            (tmp_b, nb, ib, link.addresses[1])):
-                netns = self.ns(name)
-                _ip("link", "set", tmp, "netns", netns)
-                _ip("-n", netns, "link", "set", tmp, "name", ifname)
-                self.sysctl(name, f"net.ipv6.conf.{ifname}.accept_dad", "0")
-                if link.mtu:
-                    _ip("-n", netns, "link", "set", ifname, "mtu", str(link.mtu))
-                if addr:
-                    _ip("-n", netns, "addr", "add", addr, "dev", ifname, "nodad")
-                _ip("-n", netns, "link", "set", ifname, "up")
+            try:
+                self._place(link, ((tmp_a, na, ia, link.addresses[0]), (tmp_b, nb, ib, link.addresses[1])))
+            except BaseException:
+                _ip("link", "del", tmp_a, check=False)  # still in the root namespace: remove it
+                raise
         for node in self.spec.nodes:
             for route in node.routes:
                 _ip("-n", self.ns(node.name), "-6", "route", "add", *route.split())
         self._wait_link_local()
+
+    def _place(self, link: LinkSpec, ends: tuple[tuple[str, str, str, str | None], ...]) -> None:
+        """Move both ends of a new veth pair into their namespaces and configure them."""
+        for tmp, name, ifname, addr in ends:
+            netns = self.ns(name)
+            _ip("link", "set", tmp, "netns", netns)
+            _ip("-n", netns, "link", "set", tmp, "name", ifname)
+            self.sysctl(name, f"net.ipv6.conf.{ifname}.accept_dad", "0")
+            if link.mtu:
+                _ip("-n", netns, "link", "set", ifname, "mtu", str(link.mtu))
+            if addr:
+                _ip("-n", netns, "addr", "add", addr, "dev", ifname, "nodad")
+            _ip("-n", netns, "link", "set", ifname, "up")
 
     def _wait_link_local(self, timeout: float = 5.0) -> None:
         """Link-local addresses come up asynchronously; wait (bounded) for them."""

@@ -10,6 +10,7 @@ it a verdict: none is left unanswered.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -24,6 +25,7 @@ __all__ = [
     "config_message",
     "flags_attrs",
     "packet_id",
+    "packet_mark",
     "params_attrs",
     "request",
     "unbind_attrs",
@@ -74,17 +76,27 @@ def unbind_attrs() -> bytes:
     return attr(_CMD, struct.pack("!BBH", _UNBIND, 0, socket.AF_INET6))
 
 
-def packet_id(msg: bytes) -> int | None:
-    """The packet id of one NFQNL_MSG_PACKET message (NFQA_PACKET_HDR), if present."""
+def _u32_attr(msg: bytes, want: int, min_len: int) -> int | None:
+    """The first big-endian u32 of attribute `want` of one packet message, if present."""
     off = 20
     while off + 4 <= len(msg):
         alen, kind = struct.unpack_from("=HH", msg, off)
         if alen < 4:
             return None
-        if kind & 0x3FFF == 1 and alen >= 11 and off + 8 <= len(msg):
+        if kind & 0x3FFF == want and alen >= min_len and off + 8 <= len(msg):
             return int(struct.unpack_from("!I", msg, off + 4)[0])
         off += (alen + 3) & ~3
     return None
+
+
+def packet_id(msg: bytes) -> int | None:
+    """The packet id of one NFQNL_MSG_PACKET message (NFQA_PACKET_HDR), if present."""
+    return _u32_attr(msg, 1, 11)
+
+
+def packet_mark(msg: bytes) -> int:
+    """The mark the packet carries (NFQA_MARK), 0 if the message has none."""
+    return _u32_attr(msg, 3, 8) or 0
 
 
 def request(sock: socket.socket, queue_num: int, attrs: bytes, seq: int,
@@ -99,7 +111,12 @@ def request(sock: socket.socket, queue_num: int, attrs: bytes, seq: int,
     try:
         sock.send(config_message(queue_num, attrs, seq))
         for _ in range(1024):  # bounded: acks come within a few messages
-            reply = sock.recv(RECV_SIZE)
+            try:
+                reply = sock.recv(RECV_SIZE)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # the kernel lost messages: the ack may follow
+                    continue
+                raise
             off = 0
             while off + 16 <= len(reply):
                 length, kind, _flags, rseq = struct.unpack_from("=IHHI", reply, off)

@@ -23,7 +23,7 @@ from typing import Protocol
 from shim.errors import EnvironmentProblem
 from shim.model import Action, Decision, Verdict, mark_after
 from shim.native import encode_verdicts
-from shim.nfnetlink import RECV_SIZE, flags_attrs, packet_id, params_attrs, request
+from shim.nfnetlink import RECV_SIZE, flags_attrs, packet_id, packet_mark, params_attrs, request
 from shim.shadow import Shadow
 
 __all__ = ["Judge", "PacketLike", "QueueReader", "Stats", "apply_verdict"]
@@ -211,7 +211,7 @@ class QueueReader:
         if pid is None or self._sock is None:
             return
         v = self.on_error
-        mark = v.apply_to_mark(0) if v.action is Action.MARK else None  # old mark unread: rare path
+        mark = v.apply_to_mark(packet_mark(msg)) if v.action is Action.MARK else None
         nf_verdict = 0 if v.action is Action.DROP else 1
         self._sock.sock.send(encode_verdicts([(pid, nf_verdict, mark)], self.queue_num))
         self.stats.packets += 1

@@ -263,9 +263,18 @@ def apply(policies: tuple[XfrmPolicy, ...], netns: str | None = None) -> list[Xf
         proc = _ip(netns, p.add_argv())
         if proc.returncode == 0:
             added.append(p)
-        elif "File exists" not in proc.stderr:
-            remove(tuple(added), netns)
-            raise EnvironmentProblem(f"ip {' '.join(p.add_argv())}: {proc.stderr.strip()}")
+            continue
+        problem = proc.stderr.strip()
+        if "File exists" in proc.stderr:
+            # The kernel keys policies by selector, direction and mark only: the one that
+            # is there may block or require IPsec. Keep it only if it allows too.
+            have = _ip(netns, ["xfrm", "policy", "get", *p.selector()])
+            if have.returncode == 0 and "action allow" in have.stdout:
+                continue
+            problem = (f"a policy with this selector already exists and does not allow: "
+                       f"{' '.join(have.stdout.split())[:200]}")
+        remove(tuple(added), netns)
+        raise EnvironmentProblem(f"ip {' '.join(p.add_argv())}: {problem}")
     return added
 
 
