@@ -269,7 +269,9 @@ def apply(policies: tuple[XfrmPolicy, ...], netns: str | None = None) -> list[Xf
             # The kernel keys policies by selector, direction and mark only: the one that
             # is there may block or require IPsec. Keep it only if it allows too.
             have = _ip(netns, ["xfrm", "policy", "get", *p.selector()])
-            if have.returncode == 0 and "action allow" in have.stdout:
+            # `ip` prints "action block" for a blocking policy and "tmpl" for an IPsec one;
+            # an allow shows neither ("action allow" is the default and not printed).
+            if have.returncode == 0 and "action block" not in have.stdout and "tmpl" not in have.stdout:
                 continue
             problem = (f"a policy with this selector already exists and does not allow: "
                        f"{' '.join(have.stdout.split())[:200]}")
