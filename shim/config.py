@@ -11,7 +11,6 @@ priority None where the file gave none (shim.rules.build_table settles it).
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -19,16 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from shim import config_values as cv
+from shim.config_values import parse_verdict
 from shim.errors import ConfigError
 from shim.icmp6_types import parse_codes, parse_range, parse_types
 from shim.model import (
-    ADDR_CLASSES,
     FRAG_STATUSES,
     PRIORITY_MAX,
     PRIORITY_MIN,
-    Action,
     Backend,
-    Hook,
     IkeUse,
     MarkName,
     Match,
@@ -36,7 +34,6 @@ from shim.model import (
     Role,
     Rule,
     Settings,
-    Verdict,
 )
 
 __all__ = ["MAIN_FILE", "RULES_DIR", "Config", "load_config", "parse_verdict"]
@@ -50,11 +47,6 @@ _ROLES = {"link-local": Role.LINK_LOCAL, "end-to-end": Role.END_TO_END,
           "any-to-end": Role.ANY_TO_END, "unclassified": Role.UNCLASSIFIED}
 _IKE = {"must-not": IkeUse.MUST_NOT, "should-not": IkeUse.SHOULD_NOT,
         "may": IkeUse.MAY, "unclassified": IkeUse.UNCLASSIFIED}
-_HOOKS = {h.name.lower(): h for h in Hook}
-
-
-class _Bad(ValueError):
-    """A value is wrong; the caller adds file, rule and key."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,136 +148,26 @@ def _hint(word: str, options: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-# --- scalar parsers: value -> value, or _Bad -------------------------------------
-
-def _int(lo: int, hi: int) -> Callable[[object], int]:
-    def parse(v: object) -> int:
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise _Bad(f"expected an integer {lo}..{hi}, got {v!r}")
-        if not lo <= v <= hi:
-            raise _Bad(f"{v} is not within {lo}..{hi}")
-        return v
-    return parse
-
-
-def _bool(v: object) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad(f"expected true or false, got {v!r}")
-    return v
-
-
-def _str(v: object) -> str:
-    if not isinstance(v, str) or not v:
-        raise _Bad(f"expected a non-empty string, got {v!r}")
-    return v
-
-
-def _choice(options: dict[str, Any]) -> Callable[[object], Any]:
-    def parse(v: object) -> Any:
-        key = _str(v).strip().lower().replace("_", "-")
-        if key not in options:
-            raise _Bad(f"{v!r} is not one of {', '.join(sorted(options))}")
-        return options[key]
-    return parse
-
-
-def _many(one: Callable[[object], Any]) -> Callable[[object], frozenset[Any]]:
-    def parse(v: object) -> frozenset[Any]:
-        items = v if isinstance(v, list) else [v]
-        if not items:
-            raise _Bad("expected at least one value, got an empty list")
-        return frozenset(one(i) for i in items)
-    return parse
-
-
-def _rate(v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise _Bad(f"expected a number >= 0, got {v!r}")
-    return float(v)
-
-
-def _hooks(v: object) -> tuple[Hook, ...]:
-    if not isinstance(v, list) or not v:
-        raise _Bad(f"expected a non-empty list of hook names, got {v!r}")
-    hooks = [_choice(_HOOKS)(h) for h in v]
-    if len(set(hooks)) != len(hooks):
-        raise _Bad("a hook is listed twice")
-    return tuple(hooks)
-
-
-def parse_verdict(value: object, marks: tuple[MarkName, ...]) -> Verdict:
-    """Parse "accept", "drop", "mark:NAME", "mark:VALUE" or "mark:VALUE/MASK".
-
-    Raises:
-        ValueError: an unknown word, an undefined mark name or a bad number.
-    """
-    text = _str(value).strip()
-    if text.lower() in ("accept", "drop"):
-        return Verdict(action=Action(text.lower()))
-    head, sep, arg = text.partition(":")
-    if head.lower() != "mark" or not sep or not arg.strip():
-        raise _Bad(f"{text!r} is not accept, drop, mark:NAME or mark:VALUE[/MASK]")
-    arg = arg.strip()
-    if arg[0].isdigit():
-        return _mark_value(arg)
-    for m in marks:
-        if m.name == arg:
-            return Verdict(action=Action.MARK, mark=m.value, mask=m.mask, mark_name=m.name)
-    known = ", ".join(m.name for m in marks)
-    raise _Bad(f"mark {arg!r} is not defined in [marks] (defined: {known})")
-
-
-def _number(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise _Bad(f"{text!r} is not a number") from None
-    if not 0 <= n <= 0xFFFFFFFF:
-        raise _Bad(f"{text} does not fit in 32 bits")
-    return n
-
-
-def _mark_value(arg: str) -> Verdict:
-    value, _, mask = arg.partition("/")
-    v, m = _number(value.strip()), _number(mask.strip()) if mask else 0xFFFFFFFF
-    if v & ~m:
-        raise _Bad(f"mark {v:#x} has bits outside mask {m:#x}")
-    return Verdict(action=Action.MARK, mark=v, mask=m)
-
-
 # --- settings --------------------------------------------------------------------
 
 _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
-    "queue": {"num": ("queue_num", _int(0, 65535)), "workers": ("workers", _int(1, 256)),
-              "fail_open": ("fail_open", _bool), "maxlen": ("queue_maxlen", _int(1, 2**31 - 1)),
-              "queue_fail_open": ("queue_fail_open", _bool),
-              "sock_rcvbuf": ("sock_rcvbuf", _int(4096, 2**31 - 1))},
-    "diversion": {"backend": ("backend", _choice({b.value: b for b in Backend})),
-                  "hooks": ("hooks", _hooks),
-                  "chain_priority": ("chain_priority", _int(-2**31, 2**31 - 1))},
-    "parser": {"ext_limit": ("ext_limit", _int(1, 64))},
-    "engine": {"kind": ("engine", _choice({k: k for k in ("netfilterqueue", "batched")}))},
-    "log": {"level": ("log_level", _choice({k: k for k in
+    "queue": {"num": ("queue_num", cv.integer(0, 65535)), "workers": ("workers", cv.integer(1, 256)),
+              "fail_open": ("fail_open", cv.boolean), "maxlen": ("queue_maxlen", cv.integer(1, 2**31 - 1)),
+              "queue_fail_open": ("queue_fail_open", cv.boolean),
+              "sock_rcvbuf": ("sock_rcvbuf", cv.integer(4096, 2**31 - 1))},
+    "diversion": {"backend": ("backend", cv.choice({b.value: b for b in Backend})),
+                  "hooks": ("hooks", cv.hooks),
+                  "chain_priority": ("chain_priority", cv.integer(-2**31, 2**31 - 1))},
+    "parser": {"ext_limit": ("ext_limit", cv.integer(1, 64))},
+    "engine": {"kind": ("engine", cv.choice({k: k for k in ("netfilterqueue", "batched")}))},
+    "log": {"level": ("log_level", cv.choice({k: k for k in
                                             ("debug", "info", "warning", "error", "critical")})),
-            "format": ("log_format", _choice({k: k for k in ("auto", "json", "console")})),
-            "rate": ("log_rate", _rate)},
-    "control": {"socket": ("control_socket", _str)},
-    "metrics": {"prometheus": ("prometheus", lambda v: _loopback_endpoint(_str(v)))},
-    "shadow": {"rules": ("shadow", _str)},
+            "format": ("log_format", cv.choice({k: k for k in ("auto", "json", "console")})),
+            "rate": ("log_rate", cv.rate)},
+    "control": {"socket": ("control_socket", cv.string)},
+    "metrics": {"prometheus": ("prometheus", lambda v: cv.loopback_endpoint(cv.string(v)))},
+    "shadow": {"rules": ("shadow", cv.string)},
 }
-
-
-def _loopback_endpoint(text: str) -> str:
-    """HOST:PORT on a loopback address: counters are not for the network at large."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ok = bool(sep) and ipaddress.ip_address(host).is_loopback and 0 < int(port) < 65536
-    except ValueError:
-        ok = False
-    if not ok:
-        raise _Bad(f"{text!r} is not a loopback HOST:PORT such as 127.0.0.1:9477 or [::1]:9477")
-    return text
 
 
 def _table(doc: dict[str, Any], key: str, path: str) -> dict[str, Any]:
@@ -308,7 +190,7 @@ def _settings(doc: dict[str, Any], path: str) -> Settings:
             field, parse = keys[key]
             try:
                 fields[field] = parse(value)
-            except _Bad as exc:
+            except cv.BadValue as exc:
                 raise ConfigError(f"{path}: [{section}] key {key!r}: {exc}") from None
     settings = replace(Settings(), **fields)
     if settings.queue_num + settings.workers - 1 > 65535:
@@ -330,11 +212,11 @@ def _marks(table: dict[str, Any], base: tuple[MarkName, ...], path: str) -> tupl
             if key not in ("value", "mask"):
                 raise ConfigError(f"{where}: unknown key {key!r}")
         try:
-            v = _int(0, 0xFFFFFFFF)(spec["value"])
-            m = _int(0, 0xFFFFFFFF)(spec.get("mask", 0xFFFFFFFF))
+            v = cv.integer(0, 0xFFFFFFFF)(spec["value"])
+            m = cv.integer(0, 0xFFFFFFFF)(spec.get("mask", 0xFFFFFFFF))
             if v & ~m:
-                raise _Bad(f"value {v:#x} has bits outside mask {m:#x}")
-        except _Bad as exc:
+                raise cv.BadValue(f"value {v:#x} has bits outside mask {m:#x}")
+        except cv.BadValue as exc:
             raise ConfigError(f"{where}: {exc}") from None
         marks[name] = MarkName(name=name, value=v, mask=m)
     seen: dict[tuple[int, int], str] = {}
@@ -353,52 +235,24 @@ def _verdicts(table: dict[str, Any], marks: tuple[MarkName, ...], path: str) -> 
             raise ConfigError(f"{path}: [verdicts] unknown key {key!r}")
         try:
             out[key] = parse_verdict(value, marks)
-        except _Bad as exc:
+        except cv.BadValue as exc:
             raise ConfigError(f"{path}: [verdicts] key {key!r}: {exc}") from None
     return out
 
 
 # --- rules -----------------------------------------------------------------------
 
-def _prefix(v: object) -> str | None:
-    try:
-        net = ipaddress.IPv6Network(_str(v), strict=False)
-    except ValueError as exc:
-        raise _Bad(f"not an IPv6 prefix: {exc}") from None
-    return None if net.prefixlen == 0 else str(net)
-
-
-def _ifname(v: object) -> str:
-    name = _str(v)
-    if len(name) > 15 or "/" in name or any(c.isspace() for c in name):
-        raise _Bad(f"{name!r} is not an interface name")
-    return name
-
-
-def _classes(v: object) -> frozenset[str]:
-    return _many(_choice({c.replace("_", "-"): c for c in ADDR_CLASSES}))(v)
-
-
-def _flags(options: dict[str, Any]) -> Callable[[object], Any]:
-    def parse(v: object) -> Any:
-        result = None
-        for flag in _many(_choice(options))(v):
-            result = flag if result is None else result | flag
-        return result
-    return parse
-
-
 _MATCH_KEYS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "type": ("types", parse_types),
-    "role": ("roles", _flags(_ROLES)), "ike": ("ike", _flags(_IKE)),
-    "src_class": ("src_classes", _classes), "dst_class": ("dst_classes", _classes),
-    "src": ("src", _prefix), "dst": ("dst", _prefix),
+    "role": ("roles", cv.flags(_ROLES)), "ike": ("ike", cv.flags(_IKE)),
+    "src_class": ("src_classes", cv.classes), "dst_class": ("dst_classes", cv.classes),
+    "src": ("src", cv.prefix), "dst": ("dst", cv.prefix),
     "hop_limit": ("hop_limit", lambda v: parse_range(v, 0, 255)),
-    "iif": ("iif", _ifname), "oif": ("oif", _ifname),
-    "hook": ("hooks", _many(_choice(_HOOKS))),
-    "frag": ("frag", _many(_choice({f.replace("_", "-"): f for f in FRAG_STATUSES}))),
-    "chain_complete": ("chain_complete", _bool), "malformed": ("malformed", _bool),
-    "nd_valid": ("nd_valid", _bool),
+    "iif": ("iif", cv.ifname), "oif": ("oif", cv.ifname),
+    "hook": ("hooks", cv.many(cv.choice(cv.HOOK_NAMES))),
+    "frag": ("frag", cv.many(cv.choice({f.replace("_", "-"): f for f in FRAG_STATUSES}))),
+    "chain_complete": ("chain_complete", cv.boolean), "malformed": ("malformed", cv.boolean),
+    "nd_valid": ("nd_valid", cv.boolean),
     "mtu": ("mtu", lambda v: parse_range(v, 0, 0xFFFFFFFF)),
 }
 _RULE_KEYS = frozenset({"name", "priority", "description", "log", "verdict", "code"}
@@ -423,11 +277,11 @@ def _rule(item: dict[str, Any], path: str, order: int, index: int, settings: Set
             raise _KeyBad("verdict", "required (accept, drop, mark:NAME or mark:VALUE[/MASK])")
         return Rule(
             name=_get(item, "name", _rule_name, None),
-            priority=_get(item, "priority", _int(PRIORITY_MIN, PRIORITY_MAX), None),
+            priority=_get(item, "priority", cv.integer(PRIORITY_MIN, PRIORITY_MAX), None),
             origin=Origin.USER,
             verdict=_get(item, "verdict", lambda v: parse_verdict(v, settings.marks), None),
-            description=_get(item, "description", _str, ""),
-            log=_get(item, "log", _bool, False),
+            description=_get(item, "description", cv.string, ""),
+            log=_get(item, "log", cv.boolean, False),
             match=_match(item), file=path, file_order=order, index=index)
     except _KeyBad as exc:
         raise ConfigError(f"{path}: {label}: key {exc.key!r}: {exc}") from None
@@ -453,11 +307,11 @@ def _get(item: dict[str, Any], key: str, parse: Callable[[object], Any], absent:
 
 
 def _rule_name(v: object) -> str:
-    name = _str(v)
+    name = cv.string(v)
     if not _NAME.match(name):
-        raise _Bad(f"{name!r}: use letters, digits, '.', '_' or '-' (64 at most)")
+        raise cv.BadValue(f"{name!r}: use letters, digits, '.', '_' or '-' (64 at most)")
     if name in _RESERVED_NAMES:
-        raise _Bad(f"{name!r} is reserved for the [verdicts] decisions")
+        raise cv.BadValue(f"{name!r} is reserved for the [verdicts] decisions")
     return name
 
 
