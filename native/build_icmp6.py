@@ -51,7 +51,7 @@ ffibuilder.set_source(
     '#include "engine.h"',  # which includes icmp6.h (that header has no include guard)
     sources=[_rel(HERE / s) for s in SOURCES],
     include_dirs=[_rel(HERE)],
-    depends=[_rel(h) for h in HEADERS],
+    depends=[_rel(h) for h in (*HEADERS, HERE / "strict.h")],
     extra_compile_args=CFLAGS,
 )
 

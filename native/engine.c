@@ -8,13 +8,7 @@
  * written out here so the header stays cdef-clean.
  */
 #define _GNU_SOURCE
-/* Strictness lives in the file, as in icmp6.c: any warning fails the build. */
-#pragma GCC diagnostic error "-Wall"
-#pragma GCC diagnostic error "-Wextra"
-#pragma GCC diagnostic error "-Wpedantic"
-#pragma GCC diagnostic error "-Wshadow"
-#pragma GCC diagnostic error "-Wconversion"
-#pragma GCC diagnostic error "-Wsign-conversion"
+#include "strict.h"
 
 #include <errno.h>
 #include <string.h>

@@ -27,16 +27,7 @@
  *    rule frag mask. Checksum and AH are not verified. An option counts as
  *    carried as soon as its type and length octets are present.
  */
-/* Strictness lives in the file, not on the command line: every build of this
- * file (the cffi extension, the fuzzer, the benchmark) fails on a warning,
- * while the cffi-generated wrapper, compiled in the same extension with the
- * same flags, only warns. GCC and Clang both honour group names here. */
-#pragma GCC diagnostic error "-Wall"
-#pragma GCC diagnostic error "-Wextra"
-#pragma GCC diagnostic error "-Wpedantic"
-#pragma GCC diagnostic error "-Wshadow"
-#pragma GCC diagnostic error "-Wconversion"
-#pragma GCC diagnostic error "-Wsign-conversion"
+#include "strict.h"
 
 #include "icmp6.h"
 
