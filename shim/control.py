@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shim.errors import EnvironmentProblem, ShimError
+from shim.nfnetlink import NFQUEUE_PROC
 
 __all__ = ["ControlServer", "kernel_queue_stats", "query"]
 
-NFQUEUE_PROC = "/proc/net/netfilter/nfnetlink_queue"
 _KQ_FIELDS = ("queue", "peer_portid", "queue_total", "copy_mode", "copy_range",
               "queue_dropped", "user_dropped", "id_sequence")
 

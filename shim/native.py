@@ -296,11 +296,6 @@ class NativeTable:
         ffi.memmove(self._hits, bytes(8 * (self._n + 1)), 8 * (self._n + 1))
         ffi.memmove(self._type_hits, bytes(8 * 256), 8 * 256)
 
-    @property
-    def c_table(self) -> Any:
-        """The struct icmp6_table pointer (for shim.native_engine only; lives as long as self)."""
-        return self._table
-
 
 # -- the batched engine (native/engine.c) ----------------------------------------------
 

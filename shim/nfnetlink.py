@@ -20,6 +20,7 @@ __all__ = [
     "COPY_RANGE",
     "FLAG_FAIL_OPEN",
     "NETLINK_NETFILTER",
+    "NFQUEUE_PROC",
     "attr",
     "bind_attrs",
     "config_message",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 NETLINK_NETFILTER = 12
+NFQUEUE_PROC = "/proc/net/netfilter/nfnetlink_queue"  # exists while the module is loaded
 _NFQ_CONFIG = (3 << 8) | 2  # NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_CONFIG
 NFQ_PACKET = 3 << 8         # NFQNL_MSG_PACKET
 _CMD, _PARAMS, _MAXLEN, _MASK, _FLAGS = 1, 2, 3, 4, 5  # NFQA_CFG_*

@@ -23,14 +23,13 @@ from typing import Protocol
 from shim.errors import EnvironmentProblem
 from shim.model import Action, Decision, Verdict, mark_after
 from shim.native import encode_verdicts
-from shim.nfnetlink import RECV_SIZE, flags_attrs, packet_id, packet_mark, params_attrs, request
+from shim.nfnetlink import NFQUEUE_PROC, RECV_SIZE, flags_attrs, packet_id, packet_mark, params_attrs, request
 from shim.shadow import Shadow
 
 __all__ = ["Judge", "PacketLike", "QueueReader", "Stats", "apply_verdict"]
 
 _ACCEPT, _DROP, _MARK = 0, 1, 2
 _KIND = {Action.ACCEPT: _ACCEPT, Action.DROP: _DROP, Action.MARK: _MARK}
-NFQUEUE_PROC = "/proc/net/netfilter/nfnetlink_queue"
 
 
 class PacketLike(Protocol):

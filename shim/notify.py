@@ -33,10 +33,6 @@ class Notifier:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.dropped = 0
 
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
     def send(self, *, wait: bool = False, **fields: str | int) -> bool:
         """Send one message; False if there is no manager or it could not be reached.
 

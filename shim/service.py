@@ -17,7 +17,7 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -77,7 +77,6 @@ def check_privileges() -> None:
 class _Flags:
     reload: bool = False
     stop: bool = False
-    signals: list[int] = field(default_factory=list)
 
 
 class Service:

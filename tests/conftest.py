@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +13,6 @@ import pytest
 from shim.netns import Topology, load_topology
 from shim.runner import ShimProcess
 
-REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -98,16 +95,3 @@ def shim_on(request: pytest.FixtureRequest) -> Iterator[Callable[..., ShimProces
     yield start
     for proc in started:
         proc.close()
-
-
-def run_in(topo: Topology, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return topo.run(node, *argv)
-
-
-def flush(sock: socket.socket) -> None:
-    sock.setblocking(False)
-    try:
-        while sock.recv(65535):
-            pass
-    except BlockingIOError:
-        pass
