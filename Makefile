@@ -12,7 +12,7 @@ DESTDIR ?=
 # Debian packages the build, the shim and its tests need (installed only if missing).
 SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-dev \
 	libmnl-dev nftables iptables iproute2 iputils-ping tcpdump clang python3-venv python3-dev \
-	systemd util-linux
+	systemd util-linux libclang-rt-14-dev
 
 .PHONY: all system-deps venv test demo fuzz bench clean
 
@@ -32,19 +32,19 @@ system-deps:
 $(VENV)/.installed: pyproject.toml setup.py native/build_icmp6.py $(wildcard native/*.c native/*.h)
 	$(MAKE) system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' cffi wheel
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' cffi wheel 'cython>=3'
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
 
-test: venv
+test: system-deps venv
 	$(PY) -m pytest -v $(PYTEST_ARGS)
 
-demo: venv
+demo: system-deps venv
 	$(VENV)/bin/icmp6-shim demo
 
-fuzz: venv
+fuzz: system-deps venv
 	bash native/fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: venv
