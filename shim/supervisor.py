@@ -31,7 +31,8 @@ from shim.errors import ShimError
 from shim.logs import get_logger
 from shim.metrics import start_exporter
 from shim.notify import Notifier
-from shim.service import Service, check_privileges
+from shim.reload import Outcome, Reloader
+from shim.service import RELOAD_TIMEOUT, Service, check_privileges
 
 __all__ = ["Supervisor", "run_daemon"]
 
@@ -100,6 +101,10 @@ class Supervisor:
         self.worker_failures = 0
         self.reloads = 0
         self.reload_failures = 0
+        self.last_reload_error: str | None = None
+        # Validated in a thread: this loop keeps serving reports, watchdog and control.
+        self._reloader: Reloader[Config] = Reloader(self._validate, timeout=RELOAD_TIMEOUT,
+                                                    on_start=self.notifier.reloading)
         self.started = time.monotonic()
         self._stop = False
         self._reload = False
@@ -197,7 +202,10 @@ class Supervisor:
                 self.control.serve_pending()
             if self._reload:
                 self._reload = False
-                self._forward_reload()
+                self._reloader.request()
+            outcome = self._reloader.poll()
+            if outcome is not None:
+                self._forward_reload(outcome)
             now = time.monotonic()
             if wd and all(now - w.last_report < STALE_AFTER for w in self.workers):
                 self.notifier.watchdog()
@@ -213,21 +221,28 @@ class Supervisor:
         time.sleep(min(0.1 * w.restarts, 2.0))  # bounded back-off against a crash loop
         self._spawn(w)
 
-    def _forward_reload(self) -> None:
-        """Validate once here (so one error line, one STATUS), then let every worker swap."""
-        self.notifier.reloading()
-        try:
-            compile_config(load_config(self.config_dir))
-        except ShimError as exc:
+    def _validate(self) -> Config:
+        """The reload thread's work: read and compile once here, for one error line."""
+        return compile_config(load_config(self.config_dir)).config
+
+    def _forward_reload(self, outcome: Outcome[Config]) -> None:
+        """A valid config: every worker reloads it (in its own reload thread); else keep all."""
+        if outcome.value is None:
             self.reload_failures += 1
-            self.log.error("reload_failed", error=str(exc))
-            self.notifier.send(wait=True, READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
+            self.last_reload_error = outcome.error
+            self.log.error("reload_failed", error=outcome.error, seconds=round(outcome.seconds, 3))
+            self.notifier.send(wait=True, READY=1,
+                               STATUS=f"reload failed, old table kept: {outcome.error}"[:200])
             return
+        # A worker restarted from now on starts from this version, not the one at start.
+        self.config = outcome.value
         for w in self.workers:
             if w.proc is not None and w.proc.is_alive():
                 os.kill(w.proc.pid, signal.SIGHUP)
         self.reloads += 1
-        self.log.info("reload_ok", workers=len(self.workers), reloads=self.reloads)
+        self.last_reload_error = None
+        self.log.info("reload_ok", workers=len(self.workers), reloads=self.reloads,
+                      seconds=round(outcome.seconds, 3))
         self.notifier.ready(self.status_line())
 
     def _shutdown(self) -> None:
@@ -272,9 +287,14 @@ class Supervisor:
             "config": str(self.config_dir) if self.config_dir else None,
             "backend": self.backend_name, "queues": [w.queue for w in self.workers],
             "reloads": self.reloads, "reload_failures": self.reload_failures,
+            "last_reload_error": self.last_reload_error or next(
+                (f"queue {w.queue}: {w.snapshot['last_reload_error']}" for w in self.workers
+                 if w.snapshot.get("last_reload_error")), None),
             "worker_failures": self.worker_failures,
             "workers": [{"queue": w.queue, "pid": w.proc.pid if w.proc else None,
-                         "restarts": w.restarts, "packets": w.snapshot.get("packets", 0)}
+                         "restarts": w.restarts, "packets": w.snapshot.get("packets", 0),
+                         "reloads": w.snapshot.get("reloads", 0),
+                         "last_reload_error": w.snapshot.get("last_reload_error")}
                         for w in self.workers],
             **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types")},
             "rules": list(total["rules"].values()),
@@ -285,9 +305,12 @@ class Supervisor:
         snap = self.snapshot()
         v = snap["verdicts"]
         assert isinstance(v, dict)
-        return (f"{len(self.workers)} workers: {snap['packets']} packets, {v.get('accept', 0)} accept, "
+        line = (f"{len(self.workers)} workers: {snap['packets']} packets, {v.get('accept', 0)} accept, "
                 f"{v.get('drop', 0)} drop, {v.get('mark', 0)} mark, {self.reloads} reloads, "
                 f"{self.worker_failures} worker failures")
+        if snap["last_reload_error"]:
+            line += f"; last reload failed, old table kept: {snap['last_reload_error']}"
+        return line[:400]
 
 
 def run_daemon(config_dir: Path | None, config: Config, *, trace: bool = False,
