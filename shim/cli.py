@@ -82,7 +82,13 @@ def _stats_text(snap: dict[str, object]) -> str:
              f"queues {snap.get('queues')}, config {snap.get('config')}",
              f"packets {snap.get('packets')}: accept {v.get('accept', 0)}, drop {v.get('drop', 0)}, "
              f"mark {v.get('mark', 0)}; errors {snap.get('errors')}, socket overruns {snap.get('enobufs')}",
-             f"reloads {snap.get('reloads')} (failed {snap.get('reload_failures')})"]
+             f"reloads {snap.get('reloads')} (failed {snap.get('reload_failures')})"
+             + (f"; last reload failed, old table kept: {snap['last_reload_error']}"
+                if snap.get("last_reload_error") else "")]
+    log = cast(dict[str, object], snap.get("log") or {})
+    if log.get("failures") or log.get("dropped"):
+        lines.append(f"log: now to {log.get('sink')}, {log.get('failures')} write errors, "
+                     f"{log.get('dropped')} lines lost")
     eng = cast(dict[str, int], snap.get("engine") or {})
     if eng.get("send_errors") or eng.get("verdicts_lost") or eng.get("nl_errors"):
         lines.append(f"engine: {eng.get('send_errors', 0)} failed sends, {eng.get('verdicts_lost', 0)} "

@@ -28,7 +28,7 @@ from shim.control import ControlServer, kernel_queue_stats
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import Compiled, compile_config
 from shim.errors import EnvironmentProblem
-from shim.logs import RateLimiter, get_logger
+from shim.logs import RateLimiter, get_logger, sink_counters
 from shim.metrics import start_exporter
 from shim.model import Decision, Hook
 from shim.native import parse
@@ -364,6 +364,8 @@ class Service:
             "last_reload_error": self.last_reload_error,
             "packets": c.get("packets", 0), "errors": c.get("errors", 0),
             "enobufs": c.get("enobufs", 0),
+            # Log write failures are the sink's, never packet errors: the verdict stands.
+            "log": sink_counters(),
             "verdicts": {k.removeprefix("verdict_"): v for k, v in c.items() if k.startswith("verdict_")},
             "types": {str(t): n + p for t, (n, p) in enumerate(zip(self.compiled.native.type_hits(),
                                                                    self._past_types)) if n + p},

@@ -28,7 +28,7 @@ from shim.control import ControlServer, kernel_queue_stats
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import compile_config
 from shim.errors import ShimError
-from shim.logs import get_logger
+from shim.logs import get_logger, sink_counters
 from shim.metrics import start_exporter
 from shim.notify import Notifier
 from shim.reload import Outcome, Reloader
@@ -297,9 +297,23 @@ class Supervisor:
                          "last_reload_error": w.snapshot.get("last_reload_error")}
                         for w in self.workers],
             **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types")},
+            "log": self._log_counters(),
             "rules": list(total["rules"].values()),
             "kernel": kernel_queue_stats([w.queue for w in self.workers]),
         }
+
+    def _log_counters(self) -> dict[str, object]:
+        """The supervisor's sink, with the workers' write errors and lost lines added."""
+        own = sink_counters()
+        out = dict(own)
+        for key in ("failures", "dropped"):
+            total = own.get(key, 0)
+            n = total if isinstance(total, int) else 0
+            for w in self.workers:
+                theirs = w.snapshot.get("log", {}).get(key, 0)
+                n += theirs if isinstance(theirs, int) else 0
+            out[key] = n
+        return out
 
     def status_line(self) -> str:
         snap = self.snapshot()
