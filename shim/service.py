@@ -177,14 +177,22 @@ class Service:
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+        crashed = False
         try:
             self.start()
             self.log.info("ready", rules=len(self.compiled.table.rules), config=str(self.config_dir),
                           engine=self.settings.engine)
             self.notifier.ready(self.status_line())
-            self._loop(wake_r)
+            try:
+                self._loop(wake_r)
+            except Exception as exc:
+                crashed = True
+                self.log.critical("crashed", error=describe(exc))
+                raise
         finally:
-            self.stop()
+            # A crash follows fail_open: fail-closed keeps the diversion, so the kernel
+            # drops what it diverts until the next start instead of letting it through.
+            self.stop(keep_diversion=crashed and not self.settings.fail_open)
             signal.set_wakeup_fd(old_fd)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -318,12 +326,18 @@ class Service:
         return [k for k in _FIXED if getattr(old, k) != getattr(cur, k)]
 
     # -- stop ------------------------------------------------------------------
-    def stop(self) -> None:
-        """Remove the diversion, answer what is queued, unbind. Safe to call twice."""
+    def stop(self, keep_diversion: bool = False) -> None:
+        """Remove the diversion (unless kept: a fail-closed crash), answer what is queued,
+        unbind. Safe to call twice."""
         self.notifier.stopping()
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.diversion is not None and keep_diversion:
+            self.log.error("diversion_kept", backend=self.diversion.name,
+                           reason="crashed with [queue] fail_open = false: the kernel drops "
+                                  "diverted ICMPv6 until the next start")
+            self.diversion = None
         if self.diversion is not None:
             try:
                 self.diversion.remove()

@@ -31,7 +31,7 @@ from shim.errors import ShimError
 from shim.logs import get_logger, sink_counters
 from shim.metrics import start_exporter
 from shim.notify import Notifier
-from shim.reload import Outcome, Reloader
+from shim.reload import Outcome, Reloader, describe
 from shim.service import RELOAD_TIMEOUT, Service, check_privileges
 
 __all__ = ["Supervisor", "run_daemon"]
@@ -136,6 +136,7 @@ class Supervisor:
         self.backend_name = diversion.name
         self.log.info("backend_chosen", backend=diversion.name, reason=why)
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+        crashed = False
         try:
             for w in self.workers:
                 self._spawn(w)
@@ -150,9 +151,15 @@ class Supervisor:
                           queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open, workers=s.workers)
             self.log.info("ready", workers=s.workers)
             self.notifier.ready(self.status_line())
-            self._loop()
+            try:
+                self._loop()
+            except Exception as exc:
+                crashed = True
+                self.log.critical("crashed", error=describe(exc))
+                raise
         finally:
-            self._shutdown()
+            # As in Service.run: a fail-closed crash leaves the diversion in place.
+            self._shutdown(keep_diversion=crashed and not s.fail_open)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
         return 0
@@ -245,10 +252,15 @@ class Supervisor:
                       seconds=round(outcome.seconds, 3))
         self.notifier.ready(self.status_line())
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, keep_diversion: bool = False) -> None:
         self.notifier.stopping()
         if self.control is not None:
             self.control.close()
+        if self.diversion is not None and keep_diversion:
+            self.log.error("diversion_kept", backend=self.diversion.name,
+                           reason="crashed with [queue] fail_open = false: the kernel drops "
+                                  "diverted ICMPv6 until the next start")
+            self.diversion = None
         if self.diversion is not None:
             try:
                 self.diversion.remove()
