@@ -82,7 +82,13 @@ def _stats_text(snap: dict[str, object]) -> str:
              f"queues {snap.get('queues')}, config {snap.get('config')}",
              f"packets {snap.get('packets')}: accept {v.get('accept', 0)}, drop {v.get('drop', 0)}, "
              f"mark {v.get('mark', 0)}; errors {snap.get('errors')}, socket overruns {snap.get('enobufs')}",
-             f"reloads {snap.get('reloads')} (failed {snap.get('reload_failures')})"]
+             f"reloads {snap.get('reloads')} (failed {snap.get('reload_failures')})"
+             + (f"; last reload failed, old table kept: {snap['last_reload_error']}"
+                if snap.get("last_reload_error") else "")]
+    log = cast(dict[str, object], snap.get("log") or {})
+    if log.get("failures") or log.get("dropped"):
+        lines.append(f"log: now to {log.get('sink')}, {log.get('failures')} write errors, "
+                     f"{log.get('dropped')} lines lost")
     eng = cast(dict[str, int], snap.get("engine") or {})
     if eng.get("send_errors") or eng.get("verdicts_lost") or eng.get("nl_errors"):
         lines.append(f"engine: {eng.get('send_errors', 0)} failed sends, {eng.get('verdicts_lost', 0)} "
@@ -108,9 +114,39 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from shim.service import check_privileges
 
     check_privileges()
+    kept = _fail_closed_after_failure(args.config) if args.unless_failed_closed else None
+    if kept is not None:
+        print(f"kept the diversion: {kept}")
+        return 0
     found = cleanup_all()
     print("removed: " + ", ".join(found) if found else "nothing of icmp6-shim was installed")
     return 0
+
+
+def _fail_closed_after_failure(config: str | None) -> str | None:
+    """Why ExecStopPost must keep the diversion, or None to remove it.
+
+    systemd gives ExecStopPost $SERVICE_RESULT ("success" after a clean stop) and
+    $EXIT_CODE / $EXIT_STATUS. After a failure with [queue] fail_open = false the
+    diversion stays, so the kernel drops diverted ICMPv6 (nobody reads the queue)
+    until the next start replaces it; a config that cannot be read keeps it too,
+    since then nobody knows that fail_open allows traffic through.
+    """
+    from shim.config import load_config
+
+    result = os.environ.get("SERVICE_RESULT", "")
+    if result in ("", "success"):
+        return None
+    how = (f"SERVICE_RESULT={result} EXIT_CODE={os.environ.get('EXIT_CODE', '')} "
+           f"EXIT_STATUS={os.environ.get('EXIT_STATUS', '')}")
+    try:
+        fail_open = load_config(_config_dir(config)).settings.fail_open
+    except ShimError as exc:
+        return f"the service failed ({how}) and its config cannot be read ({exc}): fail-closed"
+    if fail_open:
+        return None
+    return (f"the service failed ({how}) with [queue] fail_open = false: the kernel drops "
+            "diverted ICMPv6 until the next start")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -120,8 +156,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg_dir = _config_dir(args.config)
     config = load_config(cfg_dir)
-    compiled = compile_config(config)
-    warnings = lint(compiled.table)
+    try:
+        compiled = compile_config(config)
+        warnings = lint(compiled.table)
+    except ShimError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - check never crashes: one line, exit 2
+        raise ConfigError(f"{cfg_dir or 'built-in settings'}: cannot compile the rules: "
+                          f"{type(exc).__name__}: {exc}") from None
     for w in warnings:
         print(f"warning: {w}")
     n_user = sum(1 for r in compiled.table.rules if r.origin.value == "user")
@@ -299,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--socket", help="control socket path (default: from the config)")
     sp.add_argument("--json", action="store_true")
     sp = add("cleanup", cmd_cleanup, "remove diversion rules left by a crashed run")
+    sp.add_argument("--unless-failed-closed", action="store_true",
+                    help="for ExecStopPost: keep the diversion when the service failed "
+                         "($SERVICE_RESULT) and [queue] fail_open is false")
+    sp.add_argument("--config")
     sp = add("check", cmd_check, "validate a configuration and lint its rules")
     sp.add_argument("--config")
     sp = add("rules", cmd_rules, "print the merged effective rule table, in order")
@@ -339,7 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return 0
+        if args.func is not cmd_run:
+            return 0  # `icmp6-shim rules | head`: the reader is done, so are we
+        # The daemon never ends quietly: a broken pipe there is a failure (systemd restarts it).
+        print("icmp6-shim: internal error: BrokenPipeError", file=sys.stderr)
+        return 70
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
         if os.environ.get("ICMP6_SHIM_DEBUG"):
             raise

@@ -10,10 +10,14 @@ priority None where the file gave none (shim.rules.build_table settles it).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
+import os
 import re
+import stat
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,10 +40,18 @@ from shim.model import (
     Settings,
 )
 
-__all__ = ["MAIN_FILE", "RULES_DIR", "Config", "load_config", "parse_verdict"]
+__all__ = ["MAIN_FILE", "MAX_DROPINS", "MAX_FILE_BYTES", "MAX_RULES", "MAX_TOTAL_BYTES",
+           "RULES_DIR", "Config", "load_config", "parse_verdict"]
 
 MAIN_FILE = "icmp6-shim.toml"
 RULES_DIR = "rules.d"
+# Limits of one config directory (docs/configuration.md "Limits"). They bound the time a
+# check or a reload can take: at the limits `check` runs in well under the unit's
+# TimeoutStartSec, and a reload (parsed off the packet path) finishes in seconds.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_TOTAL_BYTES = 32 * 1024 * 1024
+MAX_DROPINS = 1024
+MAX_RULES = 20_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MARK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _RESERVED_NAMES = frozenset({"no-match", "on-error"})
@@ -63,40 +75,102 @@ def load_config(config_dir: Path | None) -> Config:
     """Load settings and user rules from a config directory.
 
     Args:
-        config_dir: the directory; None gives the built-in settings and no
-            user rules. Both the main file and rules.d are optional.
+        config_dir: the directory; None (no directory at all) gives the built-in
+            settings and no user rules. A directory must hold icmp6-shim.toml;
+            rules.d is optional, but when present it must be a readable directory
+            whose *.toml entries are all readable regular files.
 
     Returns:
         The frozen Config; files lists what was read, in order.
 
     Raises:
-        ConfigError: a missing directory, bad TOML, or any invalid key or value.
+        ConfigError: a missing or unreadable directory or file, a missing main
+            file, a file past the limits, bad TOML or UTF-8, or any invalid key
+            or value; the message names the file. Nothing else escapes.
     """
     if config_dir is None:
         return Config(settings=Settings(), rules=(), files=())
-    if not config_dir.is_dir():
-        raise ConfigError(f"{config_dir}: config directory does not exist")
+    _check_dir(config_dir, "config directory", required=True)
     main = config_dir / MAIN_FILE
-    paths = [main] if main.is_file() else []
-    dropins = config_dir / RULES_DIR
-    if dropins.is_dir():
-        paths += sorted(p for p in dropins.glob("*.toml") if p.is_file())
+    paths = [main] + _dropins(config_dir / RULES_DIR)
+    budget = _Budget()
     settings, rules = Settings(), []
     for order, path in enumerate(paths):
-        doc = _read(path)
-        if path == main:
-            settings = _settings(doc, str(path))
-        else:
-            _only_rules(doc, str(path))
-        rules += _rules(doc.get("rule", []), str(path), order, settings)
-    _check_unique(rules)
-    shadow = _shadow_rules(config_dir, settings, len(paths), rules)
+        with _naming(path):
+            doc = _read(path, budget)
+            if path == main:
+                settings = _settings(doc, str(path))
+            else:
+                _only_rules(doc, str(path))
+            rules += _rules(doc.get("rule", []), str(path), order, settings)
+            if len(rules) > MAX_RULES:
+                raise ConfigError(f"{path}: more than {MAX_RULES} rules in {config_dir} "
+                                  "(the limit of one config directory)")
+    with _naming(main):
+        _check_unique(rules)
+        shadow = _shadow_rules(config_dir, settings, len(paths), rules, budget)
     return Config(settings=settings, rules=tuple(rules), files=tuple(str(p) for p in paths),
                   shadow_rules=shadow)
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Turn any unexpected exception while loading one file into a ConfigError naming it.
+
+    The loader raises ConfigError on purpose; anything else (a RecursionError from
+    printing a deeply nested value, a bug in a value parser) must still end as one
+    line naming the file, never as a crash of `check` or a reload.
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot load: values nested too deep") from None
+    except Exception as exc:  # noqa: BLE001 - the point: nothing else escapes
+        raise ConfigError(f"{path}: cannot load: {type(exc).__name__}: {exc}") from None
+
+
+def _check_dir(path: Path, what: str, *, required: bool) -> bool:
+    """Whether `path` is a directory we can list; raise ConfigError if it is not usable."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: {what} does not exist") from None
+        return False
+    except OSError as exc:
+        raise ConfigError(f"{path}: {what}: cannot access: {_why(exc)}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path}: {what} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise ConfigError(f"{path}: {what}: cannot list or search it: permission denied "
+                          f"(needs read and execute for uid {os.geteuid()})")
+    return True
+
+
+def _dropins(dropins: Path) -> list[Path]:
+    """rules.d/*.toml in lexical order; absent is fine, unreadable is an error."""
+    if not _check_dir(dropins, RULES_DIR, required=False):
+        return []
+    try:
+        names = sorted(e.name for e in os.scandir(dropins) if e.name.endswith(".toml"))
+    except OSError as exc:
+        raise ConfigError(f"{dropins}: cannot list: {_why(exc)}") from None
+    if len(names) > MAX_DROPINS:
+        raise ConfigError(f"{dropins}: {len(names)} *.toml files, more than the limit of "
+                          f"{MAX_DROPINS}")
+    return [dropins / n for n in names]
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop (too many levels of symbolic links)"
+    return exc.strerror or str(exc)
+
+
 def _shadow_rules(config_dir: Path, settings: Settings, order: int,
-                  rules: list[Rule]) -> tuple[Rule, ...] | None:
+                  rules: list[Rule], budget: _Budget) -> tuple[Rule, ...] | None:
     """The [shadow] rules file: rules only, read as if it were the last drop-in."""
     if settings.shadow is None:
         return None
@@ -106,23 +180,66 @@ def _shadow_rules(config_dir: Path, settings: Settings, order: int,
                           f"[engine] kind is {settings.engine!r}")
     path = Path(settings.shadow)
     path = path if path.is_absolute() else config_dir / path
-    if not path.is_file():
-        raise ConfigError(f"{where}: {path} is not a file")
-    doc = _read(path)
-    _only_rules(doc, str(path))
-    shadow = _rules(doc.get("rule", []), str(path), order, settings)
+    with _naming(path):
+        doc = _read(path, budget)
+        _only_rules(doc, str(path))
+        shadow = _rules(doc.get("rule", []), str(path), order, settings)
     _check_unique(rules + shadow)
     return tuple(shadow)
 
 
-def _read(path: Path) -> dict[str, Any]:
+@dataclass(slots=True)
+class _Budget:
+    """Bytes read so far from one config directory (MAX_TOTAL_BYTES)."""
+
+    total: int = 0
+
+
+def _read(path: Path, budget: _Budget) -> dict[str, Any]:
+    """Parse one TOML file: a readable regular file, UTF-8, within the limits."""
+    data = _read_bytes(path, budget)
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8: byte {data[exc.start]:#04x} at line {line} "
+                          f"(offset {exc.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deep") from None
+
+
+def _read_bytes(path: Path, budget: _Budget) -> bytes:
+    # O_NONBLOCK: a FIFO named *.toml must not hang a reload; it is refused below.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        what = "broken symlink" if os.path.islink(path) else "missing"
+        raise ConfigError(f"{path}: cannot read: {what}") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {_why(exc)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path}: cannot read: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        # One byte past the limit tells "too big" from "exactly at the limit",
+        # whatever st_size said (the file may grow while we read).
+        limit = min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - budget.total)
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {_why(exc)}") from None
+    if len(data) > limit:
+        if limit < MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: the config directory is larger than "
+                              f"{MAX_TOTAL_BYTES // 2**20} MiB (the limit)")
+        raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB (the limit "
+                          "of one config file)")
+    budget.total += len(data)
+    return data
 
 
 def _only_rules(doc: dict[str, Any], path: str) -> None:

@@ -29,8 +29,10 @@ class ShimProcess:
     """`icmp6-shim run` in a network namespace (or the current one), observed."""
 
     def __init__(self, config_dir: Path | None, *, netns: str | None = None,
-                 extra: tuple[str, ...] = ("--trace",), watchdog_usec: int | None = None) -> None:
+                 extra: tuple[str, ...] = ("--trace",), watchdog_usec: int | None = None,
+                 stdout: int | None = None) -> None:
         self.config_dir = config_dir
+        self.stdout = stdout  # a file descriptor for the child's stdout instead of our reader
         self.netns = netns
         self.extra = extra
         self.watchdog_usec = watchdog_usec
@@ -60,9 +62,12 @@ class ShimProcess:
         if self.watchdog_usec:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
         env.pop("WATCHDOG_PID", None)
-        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(self.argv(),
+                                     stdout=subprocess.PIPE if self.stdout is None else self.stdout,
+                                     stderr=subprocess.PIPE,
                                      text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+        if self.stdout is None:
+            threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
         threading.Thread(target=self._read_notify, daemon=True).start()
         return self

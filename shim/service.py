@@ -5,8 +5,9 @@ Order is the contract (issue #2):
   start: compile config -> check privileges -> choose backend -> bind queue
          -> install diversion -> READY=1
   stop:  STOPPING=1 -> remove diversion -> drain and answer what is queued -> unbind
-A reload compiles the new config completely, then swaps one attribute between
-two packets; a config that fails keeps the old table and says why.
+A reload parses and compiles the new config in a background thread (shim.reload)
+while the loop keeps judging, then the loop swaps one attribute between two
+pumps; a config that fails, or any exception, keeps the old table and says why.
 """
 
 from __future__ import annotations
@@ -26,17 +27,24 @@ from shim.config import Config, load_config
 from shim.control import ControlServer, kernel_queue_stats
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import Compiled, compile_config
-from shim.errors import EnvironmentProblem, ShimError
-from shim.logs import RateLimiter, get_logger
+from shim.errors import EnvironmentProblem
+from shim.logs import RateLimiter, get_logger, sink_counters
 from shim.metrics import start_exporter
 from shim.model import Decision, Hook
 from shim.native import parse
 from shim.nfq import Judge, PacketLike, QueueReader
 from shim.notify import Notifier
+from shim.reload import Outcome, Reloader, describe
 
-__all__ = ["Service", "check_privileges"]
+__all__ = ["RELOAD_TIMEOUT", "Service", "check_privileges"]
 
 CAP_NET_ADMIN = 12
+# A reload at the config limits (shim.config.MAX_*) takes a few seconds; past this
+# it is reported as failed and the old table stays (the thread's result is dropped).
+RELOAD_TIMEOUT = 60.0
+_FIXED = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
+          "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
+          "log_format", "control_socket", "prometheus")
 
 
 def make_reader(engine: str) -> type[QueueReader]:
@@ -118,6 +126,9 @@ class Service:
         self._past_hits: dict[str, int] = {}
         self._past_rules: dict[str, dict[str, object]] = {}  # rules no longer in the table
         self._past_types = [0] * 256
+        self._reloader: Reloader[Compiled] = Reloader(self._load, timeout=RELOAD_TIMEOUT,
+                                                      on_start=self._reload_started)
+        self._packets_at_reload = 0
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
@@ -166,14 +177,22 @@ class Service:
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+        crashed = False
         try:
             self.start()
             self.log.info("ready", rules=len(self.compiled.table.rules), config=str(self.config_dir),
                           engine=self.settings.engine)
             self.notifier.ready(self.status_line())
-            self._loop(wake_r)
+            try:
+                self._loop(wake_r)
+            except Exception as exc:
+                crashed = True
+                self.log.critical("crashed", error=describe(exc))
+                raise
         finally:
-            self.stop()
+            # A crash follows fail_open: fail-closed keeps the diversion, so the kernel
+            # drops what it diverts until the next start instead of letting it through.
+            self.stop(keep_diversion=crashed and not self.settings.fail_open)
             signal.set_wakeup_fd(old_fd)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -208,7 +227,10 @@ class Service:
             self.reader.pump(512)
             if self._flags.reload:
                 self._flags.reload = False
-                self.reload()
+                self._reloader.request()  # parsed in a thread: this loop keeps judging
+            outcome = self._reloader.poll()
+            if outcome is not None:
+                self._finish_reload(outcome)
             now = time.monotonic()
             if wd and now - last_ping >= wd / 2:
                 # Pinged from the loop itself: a wedged loop stops pinging.
@@ -231,62 +253,91 @@ class Service:
         return Judge.build(compiled.judge.classify, decisions, compiled.shadow)
 
     # -- reload ----------------------------------------------------------------
-    def reload(self) -> bool:
-        """Re-read and compile the config; swap on success, keep the old table on failure."""
+    def _load(self) -> Compiled:
+        """The reload's work, run in the reload thread: read and compile, touch nothing."""
+        return compile_config(load_config(self.config_dir))
+
+    def _reload_started(self) -> None:
+        self._packets_at_reload = self.counters().get("packets", 0)
         self.notifier.reloading()
-        try:
-            new = compile_config(load_config(self.config_dir))
-        except ShimError as exc:
+
+    def reload(self, timeout: float = RELOAD_TIMEOUT) -> bool:
+        """Reload now and wait for it (the loop itself never waits: it polls the Reloader)."""
+        self._reloader.request()
+        outcome = self._reloader.wait(timeout)
+        return outcome is not None and self._finish_reload(outcome)
+
+    def _finish_reload(self, outcome: Outcome[Compiled]) -> bool:
+        """Swap in a finished table, or keep the old one; either way say so. Never raises."""
+        error = outcome.error
+        if outcome.value is not None:
+            try:
+                self._swap(outcome.value)
+            except Exception as exc:  # noqa: BLE001 - nothing swapped yet: the old table stays
+                error = describe(exc)
+        judged = self.counters().get("packets", 0) - self._packets_at_reload
+        if error is not None:
             self.reload_failures += 1
-            self.last_reload_error = str(exc)
-            self.log.error("reload_failed", error=str(exc), kept_rules=len(self.compiled.table.rules))
-            self.notifier.send(wait=True, READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
+            self.last_reload_error = error
+            self.log.error("reload_failed", error=error, kept_rules=len(self.compiled.table.rules),
+                           seconds=round(outcome.seconds, 3), judged_during=judged)
+            self.notifier.send(wait=True, READY=1,
+                               STATUS=f"reload failed, old table kept: {error}"[:200])
             return False
-        changed = self._restart_needed(new)
-        if new.shadow is not None:
-            new.shadow.on_diff = self._log_shadow
-            if self.compiled.shadow is not None and self.compiled.shadow.source == new.shadow.source:
-                new.shadow.adopt_counts(self.compiled.shadow)
-        for decision, hits in zip(self.compiled.table.decisions, self.compiled.native.hits()):
-            self._past_hits[decision.rule] = self._past_hits.get(decision.rule, 0) + hits
-            self._past_rules[decision.rule] = _rule_info(decision)
-        self._past_types = [a + b for a, b in zip(self._past_types, self.compiled.native.type_hits())]
-        self.compiled = new
-        if self.reader is not None:
-            self.reader.on_error = new.config.settings.on_error
-            self.reader.judge = self._judge(new)  # the swap: one attribute, between two packets
-        # Fixed keys stay as started (listed in not_applied); the rest follow the new file.
-        fixed = {k: getattr(self.settings, k) for k in
-                 ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
-                  "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
-                  "log_format", "control_socket", "prometheus")}
-        self.settings = dataclasses.replace(new.config.settings, **fixed)
-        self._pkt_log_limit.rate = (max(self.settings.log_rate, 1000.0) if self.trace
-                                    else self.settings.log_rate)
-        self.reloads += 1
-        self.last_reload_error = None
-        self.log.info("reload_ok", rules=len(new.table.rules), reloads=self.reloads,
+        changed = self._restart_needed(self.compiled)
+        self.log.info("reload_ok", rules=len(self.compiled.table.rules), reloads=self.reloads,
+                      seconds=round(outcome.seconds, 3), judged_during=judged,
                       **({"not_applied": changed} if changed else {}))
         self.notifier.ready(self.status_line())
         return True
+
+    def _swap(self, new: Compiled) -> None:
+        """Everything that can fail first, then the assignments (the swap proper)."""
+        shadow = new.shadow
+        if shadow is not None:
+            shadow.on_diff = self._log_shadow
+            if self.compiled.shadow is not None and self.compiled.shadow.source == shadow.source:
+                shadow.adopt_counts(self.compiled.shadow)
+        judge = self._judge(new)
+        past_hits, past_rules = dict(self._past_hits), dict(self._past_rules)
+        for decision, hits in zip(self.compiled.table.decisions, self.compiled.native.hits()):
+            past_hits[decision.rule] = past_hits.get(decision.rule, 0) + hits
+            past_rules[decision.rule] = _rule_info(decision)
+        past_types = [a + b for a, b in zip(self._past_types, self.compiled.native.type_hits())]
+        # Fixed keys stay as started (listed in not_applied); the rest follow the new file.
+        settings = dataclasses.replace(new.config.settings,
+                                       **{k: getattr(self.settings, k) for k in _FIXED})
+        self._past_hits, self._past_rules, self._past_types = past_hits, past_rules, past_types
+        self.compiled = new
+        if self.reader is not None:
+            self.reader.on_error = new.config.settings.on_error
+            self.reader.judge = judge  # the swap: one attribute, between two pumps
+        self.settings = settings
+        self._pkt_log_limit.rate = (max(settings.log_rate, 1000.0) if self.trace
+                                    else settings.log_rate)
+        self.reloads += 1
+        self.last_reload_error = None
 
     def _restart_needed(self, new: Compiled) -> list[str]:
         """Settings a reload cannot change in place: they shape the queue, the diversion,
         the engine or the process. Everything else (rules, marks, verdicts, log rate,
         parser limit, shadow) takes effect at the swap."""
         old, cur = self.settings, new.config.settings
-        keys = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
-                "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
-                "log_format", "control_socket", "prometheus")
-        return [k for k in keys if getattr(old, k) != getattr(cur, k)]
+        return [k for k in _FIXED if getattr(old, k) != getattr(cur, k)]
 
     # -- stop ------------------------------------------------------------------
-    def stop(self) -> None:
-        """Remove the diversion, answer what is queued, unbind. Safe to call twice."""
+    def stop(self, keep_diversion: bool = False) -> None:
+        """Remove the diversion (unless kept: a fail-closed crash), answer what is queued,
+        unbind. Safe to call twice."""
         self.notifier.stopping()
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.diversion is not None and keep_diversion:
+            self.log.error("diversion_kept", backend=self.diversion.name,
+                           reason="crashed with [queue] fail_open = false: the kernel drops "
+                                  "diverted ICMPv6 until the next start")
+            self.diversion = None
         if self.diversion is not None:
             try:
                 self.diversion.remove()
@@ -327,6 +378,8 @@ class Service:
             "last_reload_error": self.last_reload_error,
             "packets": c.get("packets", 0), "errors": c.get("errors", 0),
             "enobufs": c.get("enobufs", 0),
+            # Log write failures are the sink's, never packet errors: the verdict stands.
+            "log": sink_counters(),
             "verdicts": {k.removeprefix("verdict_"): v for k, v in c.items() if k.startswith("verdict_")},
             "types": {str(t): n + p for t, (n, p) in enumerate(zip(self.compiled.native.type_hits(),
                                                                    self._past_types)) if n + p},
@@ -339,10 +392,14 @@ class Service:
 
     def status_line(self) -> str:
         c = self.counters()
-        return (f"queue {self.queue_num}: {c.get('packets', 0)} packets, "
+        line = (f"queue {self.queue_num}: {c.get('packets', 0)} packets, "
                 f"{c.get('verdict_accept', 0)} accept, {c.get('verdict_drop', 0)} drop, "
                 f"{c.get('verdict_mark', 0)} mark, {c.get('errors', 0)} errors, "
                 f"{self.reloads} reloads")
+        # Stays in STATUS until a reload succeeds: the old table is still the one enforced.
+        if self.last_reload_error is not None:
+            line += f"; last reload failed, old table kept: {self.last_reload_error}"
+        return line[:400]
 
     def _log_packet(self, decision: Decision, pkt: PacketLike, payload: bytes) -> None:
         if self._pkt_log_limit.allow():

@@ -28,10 +28,11 @@ from shim.control import ControlServer, kernel_queue_stats
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import compile_config
 from shim.errors import ShimError
-from shim.logs import get_logger
+from shim.logs import get_logger, sink_counters
 from shim.metrics import start_exporter
 from shim.notify import Notifier
-from shim.service import Service, check_privileges
+from shim.reload import Outcome, Reloader, describe
+from shim.service import RELOAD_TIMEOUT, Service, check_privileges
 
 __all__ = ["Supervisor", "run_daemon"]
 
@@ -100,6 +101,10 @@ class Supervisor:
         self.worker_failures = 0
         self.reloads = 0
         self.reload_failures = 0
+        self.last_reload_error: str | None = None
+        # Validated in a thread: this loop keeps serving reports, watchdog and control.
+        self._reloader: Reloader[Config] = Reloader(self._validate, timeout=RELOAD_TIMEOUT,
+                                                    on_start=self.notifier.reloading)
         self.started = time.monotonic()
         self._stop = False
         self._reload = False
@@ -131,6 +136,7 @@ class Supervisor:
         self.backend_name = diversion.name
         self.log.info("backend_chosen", backend=diversion.name, reason=why)
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+        crashed = False
         try:
             for w in self.workers:
                 self._spawn(w)
@@ -145,9 +151,15 @@ class Supervisor:
                           queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open, workers=s.workers)
             self.log.info("ready", workers=s.workers)
             self.notifier.ready(self.status_line())
-            self._loop()
+            try:
+                self._loop()
+            except Exception as exc:
+                crashed = True
+                self.log.critical("crashed", error=describe(exc))
+                raise
         finally:
-            self._shutdown()
+            # As in Service.run: a fail-closed crash leaves the diversion in place.
+            self._shutdown(keep_diversion=crashed and not s.fail_open)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
         return 0
@@ -197,7 +209,10 @@ class Supervisor:
                 self.control.serve_pending()
             if self._reload:
                 self._reload = False
-                self._forward_reload()
+                self._reloader.request()
+            outcome = self._reloader.poll()
+            if outcome is not None:
+                self._forward_reload(outcome)
             now = time.monotonic()
             if wd and all(now - w.last_report < STALE_AFTER for w in self.workers):
                 self.notifier.watchdog()
@@ -213,27 +228,39 @@ class Supervisor:
         time.sleep(min(0.1 * w.restarts, 2.0))  # bounded back-off against a crash loop
         self._spawn(w)
 
-    def _forward_reload(self) -> None:
-        """Validate once here (so one error line, one STATUS), then let every worker swap."""
-        self.notifier.reloading()
-        try:
-            compile_config(load_config(self.config_dir))
-        except ShimError as exc:
+    def _validate(self) -> Config:
+        """The reload thread's work: read and compile once here, for one error line."""
+        return compile_config(load_config(self.config_dir)).config
+
+    def _forward_reload(self, outcome: Outcome[Config]) -> None:
+        """A valid config: every worker reloads it (in its own reload thread); else keep all."""
+        if outcome.value is None:
             self.reload_failures += 1
-            self.log.error("reload_failed", error=str(exc))
-            self.notifier.send(wait=True, READY=1, STATUS=f"reload failed, old table kept: {exc}"[:200])
+            self.last_reload_error = outcome.error
+            self.log.error("reload_failed", error=outcome.error, seconds=round(outcome.seconds, 3))
+            self.notifier.send(wait=True, READY=1,
+                               STATUS=f"reload failed, old table kept: {outcome.error}"[:200])
             return
+        # A worker restarted from now on starts from this version, not the one at start.
+        self.config = outcome.value
         for w in self.workers:
             if w.proc is not None and w.proc.is_alive():
                 os.kill(w.proc.pid, signal.SIGHUP)
         self.reloads += 1
-        self.log.info("reload_ok", workers=len(self.workers), reloads=self.reloads)
+        self.last_reload_error = None
+        self.log.info("reload_ok", workers=len(self.workers), reloads=self.reloads,
+                      seconds=round(outcome.seconds, 3))
         self.notifier.ready(self.status_line())
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, keep_diversion: bool = False) -> None:
         self.notifier.stopping()
         if self.control is not None:
             self.control.close()
+        if self.diversion is not None and keep_diversion:
+            self.log.error("diversion_kept", backend=self.diversion.name,
+                           reason="crashed with [queue] fail_open = false: the kernel drops "
+                                  "diverted ICMPv6 until the next start")
+            self.diversion = None
         if self.diversion is not None:
             try:
                 self.diversion.remove()
@@ -272,22 +299,44 @@ class Supervisor:
             "config": str(self.config_dir) if self.config_dir else None,
             "backend": self.backend_name, "queues": [w.queue for w in self.workers],
             "reloads": self.reloads, "reload_failures": self.reload_failures,
+            "last_reload_error": self.last_reload_error or next(
+                (f"queue {w.queue}: {w.snapshot['last_reload_error']}" for w in self.workers
+                 if w.snapshot.get("last_reload_error")), None),
             "worker_failures": self.worker_failures,
             "workers": [{"queue": w.queue, "pid": w.proc.pid if w.proc else None,
-                         "restarts": w.restarts, "packets": w.snapshot.get("packets", 0)}
+                         "restarts": w.restarts, "packets": w.snapshot.get("packets", 0),
+                         "reloads": w.snapshot.get("reloads", 0),
+                         "last_reload_error": w.snapshot.get("last_reload_error")}
                         for w in self.workers],
             **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types")},
+            "log": self._log_counters(),
             "rules": list(total["rules"].values()),
             "kernel": kernel_queue_stats([w.queue for w in self.workers]),
         }
+
+    def _log_counters(self) -> dict[str, object]:
+        """The supervisor's sink, with the workers' write errors and lost lines added."""
+        own = sink_counters()
+        out = dict(own)
+        for key in ("failures", "dropped"):
+            total = own.get(key, 0)
+            n = total if isinstance(total, int) else 0
+            for w in self.workers:
+                theirs = w.snapshot.get("log", {}).get(key, 0)
+                n += theirs if isinstance(theirs, int) else 0
+            out[key] = n
+        return out
 
     def status_line(self) -> str:
         snap = self.snapshot()
         v = snap["verdicts"]
         assert isinstance(v, dict)
-        return (f"{len(self.workers)} workers: {snap['packets']} packets, {v.get('accept', 0)} accept, "
+        line = (f"{len(self.workers)} workers: {snap['packets']} packets, {v.get('accept', 0)} accept, "
                 f"{v.get('drop', 0)} drop, {v.get('mark', 0)} mark, {self.reloads} reloads, "
                 f"{self.worker_failures} worker failures")
+        if snap["last_reload_error"]:
+            line += f"; last reload failed, old table kept: {snap['last_reload_error']}"
+        return line[:400]
 
 
 def run_daemon(config_dir: Path | None, config: Config, *, trace: bool = False,

@@ -143,3 +143,34 @@ class TestCheckAndRules:
         """A config path that is not a directory: exit 2, one line."""
         out = shim("check", "--config", "/nonexistent")
         assert out.returncode == 2 and "not a directory" in out.stderr
+
+
+class TestCheckNeverCrashes:
+    """Issue 16: check on a broken file is one line and exit 2, never an internal error (70)."""
+
+    @pytest.mark.parametrize(("body", "message"), [
+        (b'[[rule]]\nname = "caf\xe9"\n', "not UTF-8: byte 0xe9 at line 2"),
+        (b"x = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deep"),
+    ], ids=["non-utf8", "deep"])
+    def test_broken_dropin(self, tmp_path: Path, body: bytes, message: str) -> None:
+        """A broken rules.d file: exit 2, one line naming the file and the problem."""
+        (tmp_path / "rules.d").mkdir()
+        (tmp_path / "icmp6-shim.toml").write_text("")
+        (tmp_path / "rules.d" / "10-bad.toml").write_bytes(body)
+        out = shim("check", "--config", str(tmp_path))
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{tmp_path / 'rules.d' / '10-bad.toml'}: " in lines[0]
+        assert message in lines[0]
+
+    def test_symlink_loop_and_missing_main(self, tmp_path: Path) -> None:
+        """A symlink loop, then a directory without its main file: exit 2 each, not 'ok'."""
+        (tmp_path / "rules.d").mkdir()
+        (tmp_path / "icmp6-shim.toml").write_text("")
+        (tmp_path / "rules.d" / "10-loop.toml").symlink_to(tmp_path / "rules.d" / "10-loop.toml")
+        out = shim("check", "--config", str(tmp_path))
+        assert out.returncode == 2 and "symlink loop" in out.stderr
+        (tmp_path / "rules.d" / "10-loop.toml").unlink()
+        (tmp_path / "icmp6-shim.toml").unlink()
+        out = shim("check", "--config", str(tmp_path))
+        assert out.returncode == 2 and "icmp6-shim.toml: cannot read: missing" in out.stderr

@@ -98,6 +98,7 @@ class TestLayering:
 
     def test_equal_priority_follows_file_order(self, tmp_path: Path) -> None:
         """Ties between files are broken by lexical file order."""
+        write(tmp_path, "")
         write(tmp_path, '[[rule]]\nname = "late"\npriority = 3\nverdict = "drop"\n',
               "rules.d/90.toml")
         write(tmp_path, '[[rule]]\nname = "early"\npriority = 3\nverdict = "drop"\n',
@@ -106,7 +107,13 @@ class TestLayering:
         assert [r.name for r in table.rules[:2]] == ["early", "late"]
 
     def test_rules_d_without_main(self, tmp_path: Path) -> None:
-        """The main file is optional; settings are then the defaults."""
+        """A directory without its main file is an error, not the defaults without rules.d."""
+        write(tmp_path, '[[rule]]\nname = "x"\nverdict = "drop"\n', "rules.d/x.toml")
+        assert error(tmp_path) == f"{tmp_path / 'icmp6-shim.toml'}: cannot read: missing"
+
+    def test_empty_main_gives_defaults(self, tmp_path: Path) -> None:
+        """An empty main file is the built-in settings; rules.d adds its rules."""
+        write(tmp_path, "")
         write(tmp_path, '[[rule]]\nname = "x"\nverdict = "drop"\n', "rules.d/x.toml")
         config = load_config(tmp_path)
         assert config.settings == Settings() and [r.name for r in config.rules] == ["x"]
@@ -120,6 +127,7 @@ class TestLayering:
 
     def test_dropin_holds_only_rules(self, tmp_path: Path) -> None:
         """Settings in a drop-in are an error."""
+        write(tmp_path, "")
         path = write(tmp_path, "[queue]\nnum = 3\n", "rules.d/a.toml")
         assert error(tmp_path) == (f"{path}: unknown key 'queue': a rules.d file holds only "
                                    "[[rule]] tables")
