@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from shim.config import Config, load_config
-from shim.control import ControlServer, kernel_queue_stats
-from shim.diversion import Diversion, QueueSpec, choose_backend
+from shim.control import ControlServer, kernel_queue_stats, overload_stats
+from shim.diversion import Diversion, QueueSpec, budget_spec, choose_backend
 from shim.engine import Compiled, compile_config
 from shim.errors import EnvironmentProblem, ShimError
 from shim.logs import RateLimiter, get_logger
@@ -126,7 +126,7 @@ class Service:
         check_privileges()
         s = self.settings
         spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
-                         hooks=s.hooks, priority=s.chain_priority)
+                         hooks=s.hooks, priority=s.chain_priority, budget=budget_spec(s))
         diversion: Diversion | None = None
         if self.manage_diversion:
             diversion, why = choose_backend(s.backend, spec)
@@ -258,6 +258,8 @@ class Service:
         # Fixed keys stay as started (listed in not_applied); the rest follow the new file.
         fixed = {k: getattr(self.settings, k) for k in
                  ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
+                 "budget", "budget_nd_rate", "budget_error_rate", "budget_other_rate",
+                 "budget_verdict", "budget_interfaces",
                   "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
                   "log_format", "control_socket", "prometheus")}
         self.settings = dataclasses.replace(new.config.settings, **fixed)
@@ -276,6 +278,8 @@ class Service:
         parser limit, shadow) takes effect at the swap."""
         old, cur = self.settings, new.config.settings
         keys = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
+                 "budget", "budget_nd_rate", "budget_error_rate", "budget_other_rate",
+                 "budget_verdict", "budget_interfaces",
                 "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
                 "log_format", "control_socket", "prometheus")
         return [k for k in keys if getattr(old, k) != getattr(cur, k)]
@@ -310,6 +314,9 @@ class Service:
 
     def snapshot(self) -> dict[str, object]:
         """Everything `icmp6-shim stats` shows, as plain JSON values."""
+        # Rule counters, then the kernel's, then ours: the order overload_stats relies on.
+        div = self.diversion.counters() if self.diversion is not None else None
+        kernel = kernel_queue_stats([self.queue_num])
         c = self.counters()
         table = self.compiled.table
         hits = self.compiled.native.hits()
@@ -331,7 +338,10 @@ class Service:
             "types": {str(t): n + p for t, (n, p) in enumerate(zip(self.compiled.native.type_hits(),
                                                                    self._past_types)) if n + p},
             "rules": rules,
-            "kernel": kernel_queue_stats([self.queue_num]),
+            "kernel": kernel,
+            "overload": overload_stats(div, kernel, c.get("packets", 0) if self.reader else None,
+                                       queue_fail_open=self.settings.queue_fail_open,
+                                       over_budget=self.settings.budget_verdict),
             "shadow": self.compiled.shadow.snapshot() if self.compiled.shadow else None,
             # The batched engine's own counters: send_errors, verdicts_lost, no_batch, ...
             "engine": self.reader.engine_counters() if self.reader is not None else {},
