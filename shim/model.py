@@ -279,9 +279,9 @@ class Settings:
     # flood on one link cannot fill the one queue every link shares (issue 16). Packets per
     # second per interface and class; 0 turns a class's budget off.
     budget: bool = True
-    budget_nd_rate: int = 1000      # RS, RA, NS, NA, Redirect
-    budget_error_rate: int = 1000   # Destination Unreachable, Packet Too Big, Time Exceeded, Parameter Problem
-    budget_other_rate: int = 2000   # every other ICMPv6 message (echo, MLD, node information, ...)
+    budget_nd_rate: int = 500       # RS, RA, NS, NA, Redirect
+    budget_error_rate: int = 500    # Destination Unreachable, Packet Too Big, Time Exceeded, Parameter Problem
+    budget_other_rate: int = 1000   # every other ICMPv6 message (echo, MLD, node information, ...)
     budget_verdict: str = "drop"    # over budget: "drop", or "accept" (unjudged, counted)
     budget_interfaces: tuple[str, ...] = ()  # iptables: own buckets (empty: those present at start)
 
