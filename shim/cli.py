@@ -97,6 +97,7 @@ def _stats_text(snap: dict[str, object]) -> str:
     for k in cast(list[dict[str, int]], snap.get("kernel") or []):
         lines.append(f"kernel queue {k['queue']}: waiting {k['queue_total']}, queue drops "
                      f"{k['queue_dropped']}, user drops {k['user_dropped']}")
+    lines += _overload_text(cast(dict[str, Any], snap.get("overload") or {}))
     types = snap.get("types") or {}
     assert isinstance(types, dict)
     if types:
@@ -107,6 +108,19 @@ def _stats_text(snap: dict[str, object]) -> str:
         if r["hits"]:
             lines.append(f"  {r['hits']:>10}  {r['rule']} ({r['origin']}, {r['verdict']})")
     return "\n".join(lines)
+
+
+def _overload_text(o: dict[str, Any]) -> list[str]:
+    """The overload causes, one line; nothing for a daemon that does not report them."""
+    if not o:
+        return []
+    budget = cast(dict[str, int], o.get("budget") or {})
+    verb = "accepted unjudged" if o.get("over_budget") == "accept" else "dropped"
+    cut = ", ".join(f"{k} {n}" for k, n in sorted(budget.items())) or "none"
+    fail_open = o.get("fail_open_accepts")
+    return [f"overload: over budget {verb}: {cut}; queue full drops {o.get('queue_full_drops', 0)}, "
+            f"socket full drops {o.get('socket_full_drops', 0)}, fail-open accepts "
+            f"{'unknown' if fail_open is None else f'at least {fail_open}' if fail_open else 0}"]
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:

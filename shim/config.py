@@ -284,6 +284,13 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "control": {"socket": ("control_socket", cv.string)},
     "metrics": {"prometheus": ("prometheus", lambda v: cv.loopback_endpoint(cv.string(v)))},
     "shadow": {"rules": ("shadow", cv.string)},
+    "overload": {"budget": ("budget", cv.boolean),
+                 "nd_rate": ("budget_nd_rate", cv.integer(0, 1_000_000)),
+                 "error_rate": ("budget_error_rate", cv.integer(0, 1_000_000)),
+                 "other_rate": ("budget_other_rate", cv.integer(0, 1_000_000)),
+                 "over_budget": ("budget_verdict", cv.choice({k: k for k in ("drop", "accept")})),
+                 "interfaces": ("budget_interfaces",
+                                lambda v: tuple(sorted(cv.many(cv.ifname)(v))) if v != [] else ())},
 }
 
 

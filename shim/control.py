@@ -16,10 +16,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from shim.diversion import DiversionCounters
 from shim.errors import EnvironmentProblem, ShimError
 from shim.nfnetlink import NFQUEUE_PROC
 
-__all__ = ["ControlServer", "kernel_queue_stats", "query"]
+__all__ = ["ControlServer", "kernel_queue_stats", "overload_stats", "query"]
 
 _KQ_FIELDS = ("queue", "peer_portid", "queue_total", "copy_mode", "copy_range",
               "queue_dropped", "user_dropped", "id_sequence")
@@ -39,6 +40,38 @@ def kernel_queue_stats(queues: range | list[int], text: str | None = None) -> li
         if len(parts) >= len(_KQ_FIELDS) and parts[0].isdigit() and int(parts[0]) in queues:
             rows.append(dict(zip(_KQ_FIELDS, (int(p) for p in parts[: len(_KQ_FIELDS)]))))
     return rows
+
+
+def overload_stats(rules: DiversionCounters | None, kernel: list[dict[str, int]], judged: int | None,
+                   *, queue_fail_open: bool, over_budget: str) -> dict[str, object]:
+    """What overload did, by cause: budget rules (drops, or unjudged accepts with
+    over_budget = "accept"), a full queue (queue_dropped) or socket (user_dropped), and the
+    kernel's fail-open accepts.
+
+    The kernel counts no fail-open accept (NFQA_CFG_F_FAIL_OPEN reinjects the packet with
+    NF_ACCEPT and counts nothing; it then skips the rest of our chain, so no rule after the
+    queue rule sees it either). They are what reached the queue rule and was neither judged,
+    dropped nor is still waiting. Read in that order (rule counter first, `judged` last), every
+    error makes the result smaller: it is a lower bound, exact once the queue is idle. None
+    when `judged` is unknown (workers > 1: the supervisor's counts are up to 0.25 s old, which
+    would overstate it) or the rule counters are unreadable.
+    """
+    dropped = sum(k["queue_dropped"] for k in kernel)
+    user = sum(k["user_dropped"] for k in kernel)
+    waiting = sum(k["queue_total"] for k in kernel)
+    fail_open: int | None = 0
+    if queue_fail_open:
+        fail_open = (None if rules is None or judged is None
+                     else max(0, rules.queued - judged - dropped - user - waiting))
+    return {
+        "over_budget": over_budget,
+        "budget": dict(rules.budget) if rules else {},
+        "budget_by_interface": dict(rules.by_interface) if rules else {},
+        "queued": rules.queued if rules else None,
+        "queue_full_drops": dropped,
+        "socket_full_drops": user,
+        "fail_open_accepts": fail_open,
+    }
 
 
 class ControlServer:

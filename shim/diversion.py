@@ -12,21 +12,27 @@ One door to each foreign tool (`nft`, `ip6tables`). Invariants:
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shim.errors import EnvironmentProblem
-from shim.model import Backend, Hook
+from shim.model import Backend, Hook, Settings
 
 __all__ = [
+    "BUDGET_CLASSES",
     "IPT_CHAIN",
+    "BudgetSpec",
+    "DiversionCounters",
     "NFT_TABLE",
     "Diversion",
     "IptablesDiversion",
     "NftDiversion",
     "QueueSpec",
+    "budget_spec",
     "choose_backend",
     "cleanup_all",
 ]
@@ -36,6 +42,58 @@ IPT_CHAIN = "ICMP6_SHIM"
 IPT_TABLE = "mangle"  # mangle runs before filter: later filter rules and xfrm see our mark
 _NFT_HOOK = {h: h.name.lower() for h in Hook}
 _IPT_CHAIN = {h: h.name for h in Hook}
+
+# Budget classes (issue 16): (name, ICMPv6 types); None is every type the others do not name.
+# ND and the four RFC 4443 errors get buckets of their own, so an echo or node-information
+# flood on a link cannot starve that link's ND or PMTUD either.
+BUDGET_CLASSES: tuple[tuple[str, tuple[int, ...] | None], ...] = (
+    ("nd", (133, 134, 135, 136, 137)),
+    ("error", (1, 2, 3, 4)),
+    ("other", None),
+)
+# Hooks whose packets are charged to the interface they came in on; the others (output,
+# postrouting) to the one they leave by. A forwarded packet is charged to its ingress only,
+# so a flood through the gateway cannot use up the budget of the gateway's own replies.
+_IN_HOOKS = frozenset({Hook.PREROUTING, Hook.INPUT, Hook.FORWARD})
+
+
+def _direction(hook: Hook) -> str:
+    return "in" if hook in _IN_HOOKS else "out"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetSpec:
+    """Per-interface budgets laid before the queue rule: a flood on one link is cut in the
+    kernel before it can fill the queue every link shares."""
+
+    rates: tuple[tuple[str, int], ...]  # (class, packets per second); a class not listed has none
+    verdict: str = "drop"               # over budget: "drop", or "accept" (passes unjudged, counted)
+    interfaces: tuple[str, ...] = ()    # iptables: interfaces with their own bucket (empty: all at start)
+
+    def classes(self) -> list[tuple[str, tuple[int, ...] | None, int]]:
+        """(class, types, rate) of every class with a budget, in BUDGET_CLASSES order."""
+        rates = dict(self.rates)
+        return [(name, types, rates[name]) for name, types in BUDGET_CLASSES if rates.get(name)]
+
+
+def budget_spec(settings: Settings) -> BudgetSpec | None:
+    """The [overload] settings as a BudgetSpec; None when budgets are off."""
+    rates = (("nd", settings.budget_nd_rate), ("error", settings.budget_error_rate),
+             ("other", settings.budget_other_rate))
+    if not settings.budget or not any(rate for _n, rate in rates):
+        return None
+    return BudgetSpec(rates=tuple((n, r) for n, r in rates if r), verdict=settings.budget_verdict,
+                      interfaces=settings.budget_interfaces)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiversionCounters:
+    """The kernel rule counters of a diversion: what reached the queue rule, and what each
+    budget rule cut (key `class_direction`, e.g. `nd_in`), read in one call."""
+
+    queued: int
+    budget: dict[str, int] = field(default_factory=dict)
+    by_interface: dict[str, int] = field(default_factory=dict)  # iptables only: `ifname_direction`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +105,7 @@ class QueueSpec:
     fail_open: bool = True  # bypass: traffic flows unfiltered when no process is bound
     hooks: tuple[Hook, ...] = (Hook.INPUT, Hook.OUTPUT, Hook.FORWARD)
     priority: int = -150
+    budget: BudgetSpec | None = None
 
     @property
     def last(self) -> int:
@@ -63,6 +122,8 @@ class Diversion(Protocol):
     def remove(self) -> None: ...
 
     def render(self) -> str: ...
+
+    def counters(self) -> DiversionCounters | None: ...
 
 
 def _run(argv: list[str], *, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -100,16 +161,45 @@ class NftDiversion:
         # A range without `fanout` spreads by a hash of the flow, as --queue-balance does;
         # `fanout` would pick the queue by CPU.
         target = f"{s.first}" if s.count == 1 else f"{s.first}-{s.last}"
-        return f"queue num {target}" + (" bypass" if s.fail_open else "")
+        # The counter tells how many packets reached the queue: with what the shim judged and
+        # the kernel dropped, it bounds the accepts the kernel's fail-open made unseen.
+        return f"counter queue num {target}" + (" bypass" if s.fail_open else "")
+
+    def _budget_sets(self) -> list[str]:
+        b = self.spec.budget
+        if b is None:
+            return []
+        directions = sorted({_direction(h) for h in self.spec.hooks})
+        # Dynamic sets keyed by interface index: a bucket per interface, made on first use, so
+        # interfaces that appear later get their own; the timeout forgets vanished ones.
+        return [f"  set budget_{name}_{d} {{ type iface_index; flags dynamic, timeout; "
+                f"timeout 60s; size 4096; }}" for name, _t, _r in b.classes() for d in directions]
+
+    def _budget_rules(self, hook: Hook) -> list[str]:
+        b = self.spec.budget
+        if b is None:
+            return []
+        d = _direction(hook)
+        key = "iif" if d == "in" else "oif"
+        named = sorted(t for _n, types in BUDGET_CLASSES if types for t in types)
+        lines = []
+        for name, types, rate in b.classes():
+            test = ("icmpv6 type { " + ", ".join(map(str, types)) + " }" if types is not None
+                    else "icmpv6 type != { " + ", ".join(map(str, named)) + " }")
+            lines.append(f"    meta l4proto ipv6-icmp {test} update @budget_{name}_{d} "
+                         f"{{ {key} limit rate over {rate}/second burst {rate} packets }} "
+                         f"counter {b.verdict} comment \"budget {name} {d}\"")
+        return lines
 
     def render(self) -> str:
         """The ruleset as `nft -f` input; replaces any earlier copy atomically."""
         lines = [f"table inet {NFT_TABLE} {{", "}", f"delete table inet {NFT_TABLE}",
-                 f"table inet {NFT_TABLE} {{"]
+                 f"table inet {NFT_TABLE} {{", *self._budget_sets()]
         for hook in self.spec.hooks:
             lines += [
                 f"  chain {_NFT_HOOK[hook]} {{",
                 f"    type filter hook {_NFT_HOOK[hook]} priority {self.spec.priority}; policy accept;",
+                *self._budget_rules(hook),
                 f"    meta l4proto ipv6-icmp {self._queue_stmt()}",
                 "  }",
             ]
@@ -135,6 +225,35 @@ class NftDiversion:
         # `add` then `delete` in one batch: no error whether or not the table exists.
         _run(["nft", "-f", "-"], stdin=f"table inet {NFT_TABLE} {{\n}}\ndelete table inet {NFT_TABLE}\n")
 
+    def counters(self) -> DiversionCounters | None:
+        """The queue and budget rule counters, from `nft -j list table`; None if unreadable."""
+        proc = _run(["nft", "-j", "list", "table", "inet", NFT_TABLE])
+        if proc.returncode != 0:
+            return None
+        try:
+            return parse_nft_counters(proc.stdout)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def parse_nft_counters(text: str) -> DiversionCounters:
+    """Sum the counters of our queue rules and of each budget rule in `nft -j` output."""
+    queued, budget = 0, dict[str, int]()
+    for item in json.loads(text).get("nftables", []):
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(rule, dict):
+            continue
+        exprs = rule.get("expr", [])
+        packets = next((int(e["counter"]["packets"]) for e in exprs
+                        if isinstance(e, dict) and isinstance(e.get("counter"), dict)), 0)
+        comment = str(rule.get("comment", ""))
+        if comment.startswith("budget "):
+            _tag, name, d = comment.split()
+            budget[f"{name}_{d}"] = budget.get(f"{name}_{d}", 0) + packets
+        elif any(isinstance(e, dict) and "queue" in e for e in exprs):
+            queued += packets
+    return DiversionCounters(queued=queued, budget=budget)
+
 
 class IptablesDiversion:
     """Chain ICMP6_SHIM in ip6tables' mangle table, jumped to from each hook's chain."""
@@ -154,9 +273,66 @@ class IptablesDiversion:
     def _ipt(self, *args: str) -> subprocess.CompletedProcess[str]:
         return _run([self.binary, "-w", "5", "-t", IPT_TABLE, *args])
 
+    def _interfaces(self) -> tuple[str, ...]:
+        b = self.spec.budget
+        if b is not None and b.interfaces:
+            return b.interfaces[:_IPT_MAX_BUCKETS]
+        # hashlimit has no per-interface mode: a bucket per interface present now; interfaces
+        # that appear later share one more bucket (nft's dynamic sets have no such limit).
+        return tuple(name for _i, name in sorted(socket.if_nameindex()))[:_IPT_MAX_BUCKETS]
+
+    def _budget_chains(self) -> list[str]:
+        """Our budget chains (direction chains first), whether or not this spec uses them."""
+        return [f"{IPT_CHAIN}_{d.upper()}{suffix}" for d in ("in", "out")
+                for suffix in ("", *(f"_{name.upper()}" for name, _t in BUDGET_CLASSES))]
+
+    def _budget_args(self) -> list[list[str]]:
+        """ip6tables arguments that lay the budgets: a direction chain per hook kind classifies
+        by type and goes to a class chain; each class chain holds one hashlimit bucket per
+        interface. Jumped to before ICMP6_SHIM, so the queue only sees what is within budget."""
+        b = self.spec.budget
+        if b is None:
+            return []
+        limited = {name: (types, rate) for name, types, rate in b.classes()}
+        target = "ACCEPT" if b.verdict == "accept" else "DROP"
+        ifaces = self._interfaces()
+        out: list[list[str]] = []
+        directions = sorted({_direction(h) for h in self.spec.hooks})
+        for d in directions:
+            chain, flag = f"{IPT_CHAIN}_{d.upper()}", "-i" if d == "in" else "-o"
+            out.append(["-N", chain])
+            for name, types in BUDGET_CLASSES:
+                cls = f"{chain}_{name.upper()}"
+                if name not in limited:
+                    # No budget for this class: its types must not fall into "other" either.
+                    out += [["-A", chain, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", str(t),
+                             "-j", "RETURN"] for t in types or ()]
+                    if types is None:
+                        out.append(["-A", chain, "-j", "RETURN"])
+                    continue
+                rate = limited[name][1]
+                out.append(["-N", cls])
+                # -g, not -j: the class chain's end returns past the direction chain's jump,
+                # so a packet is charged to exactly one class.
+                out += ([["-A", chain, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", str(t),
+                          "-g", cls] for t in types] if types is not None
+                        else [["-A", chain, "-p", "ipv6-icmp", "-g", cls]])
+                limit = ["-m", "hashlimit", "--hashlimit-above", f"{rate}/sec",
+                         "--hashlimit-burst", str(rate)]
+                tag = f"i6s{self.spec.first}{name[0]}{d[0]}"
+                for i, ifname in enumerate(ifaces):
+                    out.append(["-A", cls, flag, ifname, *limit, "--hashlimit-name", f"{tag}{i}",
+                                "-j", target])
+                    out.append(["-A", cls, flag, ifname, "-j", "RETURN"])
+                out.append(["-A", cls, *limit, "--hashlimit-name", f"{tag}x", "-j", target])
+        out += [["-I", _IPT_CHAIN[h], "1", "-j", f"{IPT_CHAIN}_{_direction(h).upper()}"]
+                for h in self.spec.hooks]
+        return out
+
     def render(self) -> str:
         lines = [f"-N {IPT_CHAIN}", f"-A {IPT_CHAIN} -p ipv6-icmp " + " ".join(self._target())]
         lines += [f"-I {_IPT_CHAIN[h]} 1 -j {IPT_CHAIN}" for h in self.spec.hooks]
+        lines += [" ".join(args) for args in self._budget_args()]
         return "\n".join(f"{self.binary} -t {IPT_TABLE} {line}" for line in lines) + "\n"
 
     def probe(self) -> str | None:
@@ -170,6 +346,7 @@ class IptablesDiversion:
             ["-N", IPT_CHAIN],
             ["-A", IPT_CHAIN, "-p", "ipv6-icmp", *self._target()],
             *(["-I", _IPT_CHAIN[h], "1", "-j", IPT_CHAIN] for h in self.spec.hooks),
+            *self._budget_args(),
         ):
             proc = self._ipt(*args)
             if proc.returncode != 0:
@@ -186,6 +363,52 @@ class IptablesDiversion:
                     break
         self._ipt("-F", IPT_CHAIN)
         self._ipt("-X", IPT_CHAIN)
+        budget = self._budget_chains()
+        for hook in Hook:
+            for chain in budget[:: len(BUDGET_CLASSES) + 1]:  # the direction chains
+                for _ in range(16):
+                    if self._ipt("-D", _IPT_CHAIN[hook], "-j", chain).returncode != 0:
+                        break
+        for chain in budget:
+            self._ipt("-F", chain)
+        for chain in budget:
+            self._ipt("-X", chain)
+
+    def counters(self) -> DiversionCounters | None:
+        """Queue and budget rule counters from one `ip6tables-save -c`; None if unreadable."""
+        proc = _run([f"{self.binary}-save", "-c", "-t", IPT_TABLE])
+        if proc.returncode != 0:
+            return None
+        return parse_ipt_counters(proc.stdout)
+
+
+_IPT_MAX_BUCKETS = 64  # interfaces with a hashlimit bucket of their own; the rest share one
+
+
+def parse_ipt_counters(text: str) -> DiversionCounters:
+    """Sum `[packets:bytes] -A CHAIN ...` lines of ip6tables-save -c: our NFQUEUE rules, and
+    each budget rule that drops or accepts (not the RETURNs)."""
+    queued, budget, by_if = 0, dict[str, int](), dict[str, int]()
+    classes = {f"{IPT_CHAIN}_{d.upper()}_{name.upper()}": (name, d)
+               for d in ("in", "out") for name, _t in BUDGET_CLASSES}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or not words[0].startswith("[") or words[1] != "-A":
+            continue
+        try:
+            packets = int(words[0].strip("[]").split(":")[0])
+        except ValueError:
+            continue
+        chain = words[2]
+        if chain == IPT_CHAIN and "NFQUEUE" in words:
+            queued += packets
+        elif chain in classes and "RETURN" not in words:
+            name, d = classes[chain]
+            budget[f"{name}_{d}"] = budget.get(f"{name}_{d}", 0) + packets
+            flag = "-i" if d == "in" else "-o"
+            ifname = words[words.index(flag) + 1] if flag in words else "*"
+            by_if[f"{ifname}_{d}"] = by_if.get(f"{ifname}_{d}", 0) + packets
+    return DiversionCounters(queued=queued, budget=budget, by_interface=by_if)
 
 
 def choose_backend(requested: Backend, spec: QueueSpec) -> tuple[Diversion, str]:

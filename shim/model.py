@@ -275,6 +275,15 @@ class Settings:
     control_socket: str = "/run/icmp6-shim/control.sock"
     prometheus: str | None = None   # "127.0.0.1:9477" enables the exporter (loopback only)
     shadow: str | None = None       # a rules file judged beside the enforced table, never enforced
+    # [overload]: per-interface ICMPv6 budgets laid in the kernel before the queue rule, so a
+    # flood on one link cannot fill the one queue every link shares (issue 16). Packets per
+    # second per interface and class; 0 turns a class's budget off.
+    budget: bool = True
+    budget_nd_rate: int = 500       # RS, RA, NS, NA, Redirect
+    budget_error_rate: int = 500    # Destination Unreachable, Packet Too Big, Time Exceeded, Parameter Problem
+    budget_other_rate: int = 1000   # every other ICMPv6 message (echo, MLD, node information, ...)
+    budget_verdict: str = "drop"    # over budget: "drop", or "accept" (unjudged, counted)
+    budget_interfaces: tuple[str, ...] = ()  # iptables: own buckets (empty: those present at start)
 
     def mark(self, name: str) -> MarkName:
         """Return the named mark; KeyError if the config does not define it."""

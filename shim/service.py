@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from shim.config import Config, load_config
-from shim.control import ControlServer, kernel_queue_stats
-from shim.diversion import Diversion, QueueSpec, choose_backend
+from shim.control import ControlServer, kernel_queue_stats, overload_stats
+from shim.diversion import Diversion, QueueSpec, budget_spec, choose_backend
 from shim.engine import Compiled, compile_config
 from shim.errors import EnvironmentProblem
 from shim.logs import RateLimiter, get_logger, sink_counters
@@ -43,6 +43,8 @@ CAP_NET_ADMIN = 12
 # it is reported as failed and the old table stays (the thread's result is dropped).
 RELOAD_TIMEOUT = 60.0
 _FIXED = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
+          "budget", "budget_nd_rate", "budget_error_rate", "budget_other_rate",
+          "budget_verdict", "budget_interfaces",
           "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
           "log_format", "control_socket", "prometheus")
 
@@ -137,7 +139,7 @@ class Service:
         check_privileges()
         s = self.settings
         spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
-                         hooks=s.hooks, priority=s.chain_priority)
+                         hooks=s.hooks, priority=s.chain_priority, budget=budget_spec(s))
         diversion: Diversion | None = None
         if self.manage_diversion:
             diversion, why = choose_backend(s.backend, spec)
@@ -361,6 +363,9 @@ class Service:
 
     def snapshot(self) -> dict[str, object]:
         """Everything `icmp6-shim stats` shows, as plain JSON values."""
+        # Rule counters, then the kernel's, then ours: the order overload_stats relies on.
+        div = self.diversion.counters() if self.diversion is not None else None
+        kernel = kernel_queue_stats([self.queue_num])
         c = self.counters()
         table = self.compiled.table
         hits = self.compiled.native.hits()
@@ -384,7 +389,10 @@ class Service:
             "types": {str(t): n + p for t, (n, p) in enumerate(zip(self.compiled.native.type_hits(),
                                                                    self._past_types)) if n + p},
             "rules": rules,
-            "kernel": kernel_queue_stats([self.queue_num]),
+            "kernel": kernel,
+            "overload": overload_stats(div, kernel, c.get("packets", 0) if self.reader else None,
+                                       queue_fail_open=self.settings.queue_fail_open,
+                                       over_budget=self.settings.budget_verdict),
             "shadow": self.compiled.shadow.snapshot() if self.compiled.shadow else None,
             # The batched engine's own counters: send_errors, verdicts_lost, no_batch, ...
             "engine": self.reader.engine_counters() if self.reader is not None else {},

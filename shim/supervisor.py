@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from shim.config import Config, load_config
-from shim.control import ControlServer, kernel_queue_stats
-from shim.diversion import Diversion, QueueSpec, choose_backend
+from shim.control import ControlServer, kernel_queue_stats, overload_stats
+from shim.diversion import Diversion, QueueSpec, budget_spec, choose_backend
 from shim.engine import compile_config
 from shim.errors import ShimError
 from shim.logs import get_logger, sink_counters
@@ -131,7 +131,7 @@ class Supervisor:
         check_privileges()
         s = self.settings
         spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
-                         hooks=s.hooks, priority=s.chain_priority)
+                         hooks=s.hooks, priority=s.chain_priority, budget=budget_spec(s))
         diversion, why = choose_backend(s.backend, spec)
         self.backend_name = diversion.name
         self.log.info("backend_chosen", backend=diversion.name, reason=why)
@@ -282,6 +282,8 @@ class Supervisor:
 
     def snapshot(self) -> dict[str, object]:
         """Counters summed over the workers' latest reports."""
+        div = self.diversion.counters() if self.diversion is not None else None
+        kernel = kernel_queue_stats([w.queue for w in self.workers])
         total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0,
                                  "verdicts": {}, "types": {}, "rules": {}}
         for w in self.workers:
@@ -311,7 +313,10 @@ class Supervisor:
             **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types")},
             "log": self._log_counters(),
             "rules": list(total["rules"].values()),
-            "kernel": kernel_queue_stats([w.queue for w in self.workers]),
+            "kernel": kernel,
+            # judged None: the workers' reports lag the rule counter (see overload_stats).
+            "overload": overload_stats(div, kernel, None, queue_fail_open=self.settings.queue_fail_open,
+                                       over_budget=self.settings.budget_verdict),
         }
 
     def _log_counters(self) -> dict[str, object]:

@@ -273,3 +273,45 @@ class TestShipped:
         assert [r.name for r in table.rules[:2]] == ["site-ping", "no-outside-ping"]
         assert table.rules[-1].name == "last-resort"
         assert any("'nd-redirect'" in w and "replaces" in w for w in lint(table))
+
+
+class TestOverload:
+    """Issue 16.5: the [overload] budgets."""
+
+    def test_defaults_give_every_class_a_budget(self) -> None:
+        """Out of the box each class has a budget and what exceeds it is dropped."""
+        from shim.diversion import budget_spec
+
+        spec = budget_spec(Settings())
+        assert spec is not None and spec.verdict == "drop"
+        assert [name for name, _t, rate in spec.classes() if rate > 0] == ["nd", "error", "other"]
+
+    def test_keys(self, tmp_path: Path) -> None:
+        """Every key reaches its field; a zero rate leaves its class without a budget."""
+        from shim.diversion import budget_spec
+
+        write(tmp_path, '[overload]\nnd_rate = 50\nerror_rate = 0\nother_rate = 70\n'
+                        'over_budget = "accept"\ninterfaces = ["eth1", "eth0"]\n')
+        s = load_config(tmp_path).settings
+        assert (s.budget_nd_rate, s.budget_error_rate, s.budget_other_rate, s.budget_verdict,
+                s.budget_interfaces) == (50, 0, 70, "accept", ("eth0", "eth1"))
+        spec = budget_spec(s)
+        assert spec is not None and dict(spec.rates) == {"nd": 50, "other": 70}
+
+    def test_off(self, tmp_path: Path) -> None:
+        """budget = false lays no budget rule."""
+        from shim.diversion import budget_spec
+
+        write(tmp_path, "[overload]\nbudget = false\n")
+        assert budget_spec(load_config(tmp_path).settings) is None
+
+    @pytest.mark.parametrize(("line", "message"), [
+        ("nd_rate = -1", "key 'nd_rate'"),
+        ('over_budget = "queue"', "key 'over_budget'"),
+        ('interfaces = ["a/b"]', "key 'interfaces'"),
+        ("burst = 5", "unknown key 'burst'"),
+    ])
+    def test_bad_values(self, tmp_path: Path, line: str, message: str) -> None:
+        """A bad [overload] value names its key."""
+        write(tmp_path, f"[overload]\n{line}\n")
+        assert f"[overload] {message}" in error(tmp_path)
