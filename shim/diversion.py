@@ -2,8 +2,10 @@
 """Diversion adapters: the nftables or ip6tables rules that feed NFQUEUE.
 
 One door to each foreign tool (`nft`, `ip6tables`). Invariants:
-- the shim touches only what it owns: `table inet icmp6_shim` (nft) or the
-  chain ICMP6_SHIM in ip6tables' mangle table plus one jump per built-in chain;
+- the shim touches only what it owns: `table inet icmp6_shim_q<N>` (nft) or the
+  chain ICMP6_SHIM_Q<N> in ip6tables' mangle table plus one jump per built-in chain,
+  where N is the instance's first queue: instances on other queues in the same
+  namespace have other names, so none replaces or removes another's rules;
 - install() is idempotent (starting twice never duplicates a rule) and
   remove() is idempotent (removing what is not there is not an error);
 - `auto` probes the running kernel with `nft --check`, which sends the rules to
@@ -12,8 +14,10 @@ One door to each foreign tool (`nft`, `ip6tables`). Invariants:
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,10 +33,16 @@ __all__ = [
     "QueueSpec",
     "choose_backend",
     "cleanup_all",
+    "cleanup_instance",
 ]
 
+# Name prefixes; an instance's names add its first queue (two instances never share a queue).
+# The bare prefixes are the names of versions before per-instance names; `cleanup --all`
+# still finds them.
 NFT_TABLE = "icmp6_shim"
 IPT_CHAIN = "ICMP6_SHIM"
+_NFT_NAME = re.compile(rf"^{NFT_TABLE}(_q\d+)?$")
+_IPT_NAME = re.compile(rf"^{IPT_CHAIN}(_Q\d+)?$")
 IPT_TABLE = "mangle"  # mangle runs before filter: later filter rules and xfrm see our mark
 _NFT_HOOK = {h: h.name.lower() for h in Hook}
 _IPT_CHAIN = {h: h.name for h in Hook}
@@ -51,6 +61,24 @@ class QueueSpec:
     @property
     def last(self) -> int:
         return self.first + self.count - 1
+
+    @property
+    def nft_table(self) -> str:
+        return nft_table_name(self.first)
+
+    @property
+    def ipt_chain(self) -> str:
+        return ipt_chain_name(self.first)
+
+
+def nft_table_name(first_queue: int) -> str:
+    """The nft table of the instance whose queues start at `first_queue`."""
+    return f"{NFT_TABLE}_q{first_queue}"
+
+
+def ipt_chain_name(first_queue: int) -> str:
+    """The ip6tables chain of that instance (17 characters at most: the limit is 28)."""
+    return f"{IPT_CHAIN}_Q{first_queue}"
 
 
 class Diversion(Protocol):
@@ -88,7 +116,7 @@ def _fail(what: str, proc: subprocess.CompletedProcess[str]) -> EnvironmentProbl
 
 
 class NftDiversion:
-    """`table inet icmp6_shim`, a base chain per hook, one queue rule each."""
+    """`table inet icmp6_shim_q<N>`, a base chain per hook, one queue rule each."""
 
     name = "nft"
 
@@ -104,8 +132,9 @@ class NftDiversion:
 
     def render(self) -> str:
         """The ruleset as `nft -f` input; replaces any earlier copy atomically."""
-        lines = [f"table inet {NFT_TABLE} {{", "}", f"delete table inet {NFT_TABLE}",
-                 f"table inet {NFT_TABLE} {{"]
+        table = self.spec.nft_table
+        lines = [f"table inet {table} {{", "}", f"delete table inet {table}",
+                 f"table inet {table} {{"]
         for hook in self.spec.hooks:
             lines += [
                 f"  chain {_NFT_HOOK[hook]} {{",
@@ -132,12 +161,16 @@ class NftDiversion:
             raise _fail("installing the nft diversion failed", proc)
 
     def remove(self) -> None:
-        # `add` then `delete` in one batch: no error whether or not the table exists.
-        _run(["nft", "-f", "-"], stdin=f"table inet {NFT_TABLE} {{\n}}\ndelete table inet {NFT_TABLE}\n")
+        _remove_nft_table(self.spec.nft_table)
+
+
+def _remove_nft_table(table: str) -> None:
+    # `add` then `delete` in one batch: no error whether or not the table exists.
+    _run(["nft", "-f", "-"], stdin=f"table inet {table} {{\n}}\ndelete table inet {table}\n")
 
 
 class IptablesDiversion:
-    """Chain ICMP6_SHIM in ip6tables' mangle table, jumped to from each hook's chain."""
+    """Chain ICMP6_SHIM_Q<N> in ip6tables' mangle table, jumped to from each hook's chain."""
 
     name = "iptables"
 
@@ -155,8 +188,9 @@ class IptablesDiversion:
         return _run([self.binary, "-w", "5", "-t", IPT_TABLE, *args])
 
     def render(self) -> str:
-        lines = [f"-N {IPT_CHAIN}", f"-A {IPT_CHAIN} -p ipv6-icmp " + " ".join(self._target())]
-        lines += [f"-I {_IPT_CHAIN[h]} 1 -j {IPT_CHAIN}" for h in self.spec.hooks]
+        chain = self.spec.ipt_chain
+        lines = [f"-N {chain}", f"-A {chain} -p ipv6-icmp " + " ".join(self._target())]
+        lines += [f"-I {_IPT_CHAIN[h]} 1 -j {chain}" for h in self.spec.hooks]
         return "\n".join(f"{self.binary} -t {IPT_TABLE} {line}" for line in lines) + "\n"
 
     def probe(self) -> str | None:
@@ -166,10 +200,11 @@ class IptablesDiversion:
 
     def install(self) -> None:
         self.remove()
+        chain = self.spec.ipt_chain
         for args in (
-            ["-N", IPT_CHAIN],
-            ["-A", IPT_CHAIN, "-p", "ipv6-icmp", *self._target()],
-            *(["-I", _IPT_CHAIN[h], "1", "-j", IPT_CHAIN] for h in self.spec.hooks),
+            ["-N", chain],
+            ["-A", chain, "-p", "ipv6-icmp", *self._target()],
+            *(["-I", _IPT_CHAIN[h], "1", "-j", chain] for h in self.spec.hooks),
         ):
             proc = self._ipt(*args)
             if proc.returncode != 0:
@@ -177,15 +212,19 @@ class IptablesDiversion:
                 raise _fail("installing the ip6tables diversion failed", proc)
 
     def remove(self) -> None:
+        self.remove_chain(self.spec.ipt_chain)
+
+    def remove_chain(self, chain: str) -> None:
+        """Delete the jumps to `chain`, then the chain; only that chain is touched."""
         if shutil.which(self.binary) is None:
             return
         for hook in Hook:
             # Bounded: each pass deletes one jump; a chain never holds more than a few.
             for _ in range(16):
-                if self._ipt("-D", _IPT_CHAIN[hook], "-j", IPT_CHAIN).returncode != 0:
+                if self._ipt("-D", _IPT_CHAIN[hook], "-j", chain).returncode != 0:
                     break
-        self._ipt("-F", IPT_CHAIN)
-        self._ipt("-X", IPT_CHAIN)
+        self._ipt("-F", chain)
+        self._ipt("-X", chain)
 
 
 def choose_backend(requested: Backend, spec: QueueSpec) -> tuple[Diversion, str]:
@@ -218,16 +257,35 @@ def choose_backend(requested: Backend, spec: QueueSpec) -> tuple[Diversion, str]
     )
 
 
+def cleanup_instance(first_queue: int) -> list[str]:
+    """Remove what the instance on `first_queue` may have left behind; return what was found.
+
+    Other instances' tables and chains (other queues) are left alone.
+    """
+    return _cleanup(lambda name: name in (nft_table_name(first_queue), ipt_chain_name(first_queue)))
+
+
 def cleanup_all() -> list[str]:
-    """Remove every diversion the shim may have left behind; return what was found."""
+    """Remove every instance's leftovers in this namespace (and pre-instance names)."""
+    return _cleanup(lambda name: bool(_NFT_NAME.match(name) or _IPT_NAME.match(name)))
+
+
+def _cleanup(ours: Callable[[str], bool]) -> list[str]:
     found: list[str] = []
     if shutil.which("nft"):
-        if _run(["nft", "list", "table", "inet", NFT_TABLE]).returncode == 0:
-            found.append(f"nft table inet {NFT_TABLE}")
-        NftDiversion(QueueSpec(first=0)).remove()
+        listing = _run(["nft", "list", "tables", "inet"])
+        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+            parts = line.split()
+            if len(parts) == 3 and parts[:2] == ["table", "inet"] and _NFT_NAME.match(parts[2]) \
+                    and ours(parts[2]):
+                found.append(f"nft table inet {parts[2]}")
+                _remove_nft_table(parts[2])
     if shutil.which("ip6tables"):
         ipt = IptablesDiversion(QueueSpec(first=0))
-        if ipt._ipt("-S", IPT_CHAIN).returncode == 0:
-            found.append(f"ip6tables -t {IPT_TABLE} chain {IPT_CHAIN}")
-        ipt.remove()
+        listing = ipt._ipt("-S")
+        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "-N" and _IPT_NAME.match(parts[1]) and ours(parts[1]):
+                found.append(f"ip6tables -t {IPT_TABLE} chain {parts[1]}")
+                ipt.remove_chain(parts[1])
     return found
