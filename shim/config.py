@@ -165,7 +165,10 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
             "format": ("log_format", cv.choice({k: k for k in ("auto", "json", "console")})),
             "rate": ("log_rate", cv.rate)},
     "control": {"socket": ("control_socket", cv.string)},
-    "metrics": {"prometheus": ("prometheus", lambda v: cv.loopback_endpoint(cv.string(v)))},
+    "metrics": {"prometheus": ("prometheus", lambda v: cv.loopback_endpoint(cv.string(v))),
+                "socket": ("metrics_socket", cv.string), "group": ("metrics_group", cv.string),
+                "max_connections": ("metrics_max_connections", cv.integer(1, 1024)),
+                "timeout": ("metrics_timeout", cv.seconds(0.1, 60.0))},
     "shadow": {"rules": ("shadow", cv.string)},
 }
 

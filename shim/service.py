@@ -23,20 +23,24 @@ from collections.abc import Callable
 from typing import Any
 
 from shim.config import Config, load_config
-from shim.control import ControlServer, kernel_queue_stats
+from shim.control import ControlServer, kernel_queue_stats, socket_path
 from shim.diversion import Diversion, QueueSpec, choose_backend
 from shim.engine import Compiled, compile_config
 from shim.errors import EnvironmentProblem, ShimError
 from shim.logs import RateLimiter, get_logger
-from shim.metrics import start_exporter
+from shim.metrics import MetricsServer, MetricsSettings
 from shim.model import Decision, Hook
 from shim.native import parse
 from shim.nfq import Judge, PacketLike, QueueReader
 from shim.notify import Notifier
+from shim.sockserve import sync_poller
 
 __all__ = ["Service", "check_privileges"]
 
 CAP_NET_ADMIN = 12
+# Settings fixed at start: the sockets are bound once (a reload lists a change in not_applied).
+_SOCKET_KEYS = ("control_socket", "metrics_socket", "metrics_group", "prometheus",
+                "metrics_max_connections", "metrics_timeout")
 
 
 def make_reader(engine: str) -> type[QueueReader]:
@@ -111,8 +115,10 @@ class Service:
                                           else self.settings.log_rate)
         self._err_log_limit = RateLimiter(1.0, burst=5)
         self.started = time.monotonic()
-        self.control_path = control_socket if control_socket is not None else self.settings.control_socket
+        self.control_path = (control_socket if control_socket is not None
+                             else socket_path(self.settings.control_socket, self.queue_num))
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
         self.backend_name: str | None = None
         # Rule hits of tables swapped out by reloads, by rule name: counters survive reloads.
         self._past_hits: dict[str, int] = {}
@@ -143,9 +149,14 @@ class Service:
             if self.control_path:
                 # After the bind: a second instance fails there, before touching our socket.
                 self.control = ControlServer(self.control_path, self.snapshot)
-            if s.prometheus and self.report is None:
-                start_exporter(s.prometheus, self.snapshot)
-                self.log.info("metrics_serving", endpoint=s.prometheus)
+            metrics = MetricsSettings.of(s)
+            if metrics.enabled and self.report is None:
+                self.metrics = MetricsServer(metrics, self.snapshot)
+                self.log.info("metrics_serving", endpoint=self.metrics.endpoints)
+                if metrics.tcp:
+                    self.log.warning("metrics_tcp_open", endpoint=metrics.tcp,
+                                     reason="TCP cannot tell local users apart: every local user "
+                                            "can read the counters; prefer [metrics] socket")
             if diversion is not None:
                 diversion.install()
                 # Owned from here on: stop() removes only what this process installed.
@@ -154,6 +165,7 @@ class Service:
                               hooks=[h.name.lower() for h in s.hooks],
                               queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open)
         except BaseException:
+            self._close_sockets()
             self.reader.unbind()
             raise
 
@@ -190,14 +202,19 @@ class Service:
     def _loop(self, wake: socket.socket) -> None:
         assert self.reader is not None
         poller = select.poll()
-        poller.register(self.reader.fileno(), select.POLLIN)
-        poller.register(wake.fileno(), select.POLLIN)
-        if self.control is not None:
-            poller.register(self.control.fileno(), select.POLLIN)
+        registered: dict[int, int] = {}
+        fixed = {self.reader.fileno(): select.POLLIN, wake.fileno(): select.POLLIN}
         wd = self.notifier.watchdog_interval
         tick = min(0.5, wd) if wd else 0.5
         last_status = last_report = last_ping = 0.0
         while not self._flags.stop:
+            # The control and metrics servers say each turn what they wait for: a full
+            # server's listener is not polled, so a connect flood cannot spin the loop.
+            wanted = dict(fixed)
+            for server in (self.control, self.metrics):
+                if server is not None:
+                    wanted.update(server.interest())
+            sync_poller(poller, registered, wanted)
             for fd, _ev in poller.poll(tick * 1000):
                 if fd == wake.fileno():
                     try:
@@ -219,6 +236,8 @@ class Service:
                 last_status = now
             if self.control is not None:
                 self.control.serve_pending()
+            if self.metrics is not None:
+                self.metrics.serve_pending()
             if self.report is not None and now - last_report >= 0.25:
                 self.report(self.snapshot())  # also the supervisor's heartbeat
                 last_report = now
@@ -259,7 +278,7 @@ class Service:
         fixed = {k: getattr(self.settings, k) for k in
                  ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
                   "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
-                  "log_format", "control_socket", "prometheus")}
+                  "log_format", *_SOCKET_KEYS)}
         self.settings = dataclasses.replace(new.config.settings, **fixed)
         self._pkt_log_limit.rate = (max(self.settings.log_rate, 1000.0) if self.trace
                                     else self.settings.log_rate)
@@ -277,16 +296,14 @@ class Service:
         old, cur = self.settings, new.config.settings
         keys = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
                 "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
-                "log_format", "control_socket", "prometheus")
+                "log_format", *_SOCKET_KEYS)
         return [k for k in keys if getattr(old, k) != getattr(cur, k)]
 
     # -- stop ------------------------------------------------------------------
     def stop(self) -> None:
         """Remove the diversion, answer what is queued, unbind. Safe to call twice."""
         self.notifier.stopping()
-        if self.control is not None:
-            self.control.close()
-            self.control = None
+        self._close_sockets()
         if self.diversion is not None:
             try:
                 self.diversion.remove()
@@ -303,6 +320,13 @@ class Service:
             finally:
                 reader.unbind()
             self.log.info("stopped", drained=drained, **_counters(reader))
+
+    def _close_sockets(self) -> None:
+        """Close the control and metrics servers (unlinking only sockets still ours)."""
+        for server in (self.control, self.metrics):
+            if server is not None:
+                server.close()
+        self.control = self.metrics = None
 
     # -- observability ------------------------------------------------------------
     def counters(self) -> dict[str, int]:
