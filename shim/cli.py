@@ -127,8 +127,11 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if args.all:
         found = cleanup_all()
     else:
-        s = load_config(_config_dir(args.config)).settings
-        found = cleanup_instance(s.queue_num)
+        # The instance is its first queue; an unreadable config is an error (exit 2), never a
+        # guess that could remove another running instance's diversion.
+        queue = args.queue if args.queue is not None else \
+            load_config(_config_dir(args.config)).settings.queue_num
+        found = cleanup_instance(queue)
     print("removed: " + ", ".join(found) if found else "nothing of icmp6-shim was installed")
     return 0
 
@@ -327,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("cleanup", cmd_cleanup, "remove diversion rules left by a crashed run of this "
              "instance (its [queue] num), or of every instance with --all")
     sp.add_argument("--config")
+    sp.add_argument("--queue", type=int, help="the instance's first queue (default: [queue] num)")
     sp.add_argument("--all", action="store_true",
                     help="every instance's leftovers in this network namespace")
     sp = add("check", cmd_check, "validate a configuration and lint its rules")
