@@ -222,3 +222,21 @@ class TestAccess:
         with pytest.raises(EnvironmentProblem, match="no-such-group-x"):
             MetricsServer(MetricsSettings(socket=str(path), group="no-such-group-x"), lambda: SNAP)
         assert not path.exists()
+
+
+class TestConfig:
+    def test_metrics_keys_are_read_and_checked(self, tmp_path: Path) -> None:
+        """[metrics] socket/group/max_connections/timeout reach Settings; bad values name the key."""
+        from shim.config import load_config
+        from shim.errors import ConfigError
+
+        main = tmp_path / "icmp6-shim.toml"
+        main.write_text('[metrics]\nsocket = "/run/x/m.sock"\ngroup = "adm"\nmax_connections = 3\n'
+                        "timeout = 0.5\n")
+        m = MetricsSettings.of(load_config(tmp_path).settings)
+        assert m == MetricsSettings(socket="/run/x/m.sock", group="adm", max_connections=3, timeout=0.5)
+        for bad, key in (("max_connections = 0", "max_connections"), ("timeout = 0", "timeout"),
+                         ('timeout = "2"', "timeout")):
+            main.write_text(f"[metrics]\n{bad}\n")
+            with pytest.raises(ConfigError, match=rf"\[metrics\] key '{key}'"):
+                load_config(tmp_path)

@@ -253,3 +253,30 @@ class TestCleanup:
         after = listing()
         assert "icmp6_shim" not in after.lower(), after
         assert ("theirs" if backend == "nft" else "THEIRS") in after
+
+
+class TestMetricsUnderSupervisor:
+    def test_workers_serve_metrics_on_the_unix_socket_and_the_cli_prints_it(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess], tmp_path: Path,
+        wire: Callable[..., Wire],
+    ) -> None:
+        """workers = 2: the supervisor's loop serves [metrics] socket (mode 0660); `icmp6-shim
+        metrics` prints the page with the workers' summed counters; stop removes the socket."""
+        sock = tmp_path / "run" / "metrics.sock"
+        cfg = _config(tmp_path, "cfg", f'[queue]\nworkers = 2\n[metrics]\nsocket = "{sock}"\n' + DROP_ECHO)
+        shim = shim_on(three_node.ns("g"), cfg, extra=())
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o660"
+        w = wire()
+        for i in range(4):
+            w.send(_echo(b"sup%d" % i))
+        page = ""
+        for _ in range(20):  # bounded: worker reports reach the supervisor every 0.25 s
+            out = three_node.run("g", sys.executable, "-m", "shim", "metrics", "--config", str(cfg))
+            assert out.returncode == 0, out.stderr
+            page = out.stdout
+            if 'rule="drop-echo",verdict="drop"} 4.0' in page:
+                break
+            time.sleep(0.5)
+        assert 'icmp6_shim_rule_hits_total{origin="user",rule="drop-echo",verdict="drop"} 4.0' in page
+        assert shim.stop() == 0
+        assert not sock.exists()
