@@ -112,7 +112,8 @@ class TestMetricsFlood:
         assert shim.proc is not None
         warn = shim.next_event("metrics_tcp_open", timeout=5)
         assert warn is not None and warn["level"] == "warning"
-        assert _ping(three_node, 3) == 3  # neighbours resolved, path judged
+        # Warm-up, not asserted: resolves neighbours, so the pings below measure only the shim.
+        _ping(three_node, 3)
         threads0, sockets0 = _threads_and_sockets(shim.proc.pid)
         attacker = subprocess.Popen(
             ["ip", "netns", "exec", three_node.ns("g"), "setpriv", "--reuid", "nobody",
