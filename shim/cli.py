@@ -64,10 +64,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from shim.config import load_config
-    from shim.control import query
+    from shim.control import query, socket_path
 
-    path = args.socket or load_config(_config_dir(args.config)).settings.control_socket
-    snap = query(path)
+    if args.socket:
+        path = args.socket
+    else:
+        settings = load_config(_config_dir(args.config)).settings
+        path = socket_path(settings.control_socket, settings.queue_num)
+    snap = query(path, timeout=args.timeout)
     if args.json:
         print(json.dumps(snap, indent=2))
     else:
@@ -123,8 +127,20 @@ def _overload_text(o: dict[str, Any]) -> list[str]:
             f"{'unknown' if fail_open is None else f'at least {fail_open}' if fail_open else 0}"]
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from shim.config import load_config
+    from shim.metrics import scrape_unix
+
+    path = args.socket or load_config(_config_dir(args.config)).settings.metrics_socket
+    if not path:
+        raise ShimError("no [metrics] socket in the config: pass --socket PATH")
+    sys.stdout.write(scrape_unix(path, timeout=args.timeout))
+    return 0
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from shim.diversion import cleanup_all
+    from shim.config import load_config
+    from shim.diversion import cleanup_all, cleanup_instance
     from shim.service import check_privileges
 
     check_privileges()
@@ -132,7 +148,14 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if kept is not None:
         print(f"kept the diversion: {kept}")
         return 0
-    found = cleanup_all()
+    if args.all:
+        found = cleanup_all()
+    else:
+        # The instance is its first queue; an unreadable config is an error (exit 2), never a
+        # guess that could remove another running instance's diversion.
+        queue = args.queue if args.queue is not None else \
+            load_config(_config_dir(args.config)).settings.queue_num
+        found = cleanup_instance(queue)
     print("removed: " + ", ".join(found) if found else "nothing of icmp6-shim was installed")
     return 0
 
@@ -354,11 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config")
     sp.add_argument("--socket", help="control socket path (default: from the config)")
     sp.add_argument("--json", action="store_true")
-    sp = add("cleanup", cmd_cleanup, "remove diversion rules left by a crashed run")
+    sp.add_argument("--timeout", type=float, default=10.0, help="seconds for the whole answer")
+    sp = add("metrics", cmd_metrics, "print the Prometheus text of the running daemon "
+             "(from [metrics] socket; for node_exporter's textfile collector)")
+    sp.add_argument("--config")
+    sp.add_argument("--socket", help="metrics socket path (default: [metrics] socket)")
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds for the whole answer")
+    sp = add("cleanup", cmd_cleanup, "remove diversion rules left by a crashed run of this "
+             "instance (its [queue] num), or of every instance with --all")
+    sp.add_argument("--config")
+    sp.add_argument("--queue", type=int, help="the instance's first queue (default: [queue] num)")
+    sp.add_argument("--all", action="store_true",
+                    help="every instance's leftovers in this network namespace")
     sp.add_argument("--unless-failed-closed", action="store_true",
                     help="for ExecStopPost: keep the diversion when the service failed "
                          "($SERVICE_RESULT) and [queue] fail_open is false")
-    sp.add_argument("--config")
     sp = add("check", cmd_check, "validate a configuration and lint its rules")
     sp.add_argument("--config")
     sp = add("rules", cmd_rules, "print the merged effective rule table, in order")

@@ -14,7 +14,7 @@ from shim.model import ADDR_CLASSES, Action, Hook, MarkName, Verdict
 
 __all__ = [
     "HOOK_NAMES", "BadValue", "boolean", "choice", "classes", "flags", "hooks", "ifname", "integer",
-    "loopback_endpoint", "many", "mark_value", "number", "parse_verdict", "prefix", "rate", "string",
+    "loopback_endpoint", "many", "mark_value", "number", "parse_verdict", "prefix", "rate", "seconds", "string",
 ]
 
 HOOK_NAMES = {h.name.lower(): h for h in Hook}
@@ -68,6 +68,14 @@ def rate(v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise BadValue(f"expected a number >= 0, got {v!r}")
     return float(v)
+
+
+def seconds(lo: float, hi: float) -> Callable[[object], float]:
+    def parse(v: object) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise BadValue(f"expected seconds {lo:g}..{hi:g}, got {v!r}")
+        return float(v)
+    return parse
 
 
 def hooks(v: object) -> tuple[Hook, ...]:

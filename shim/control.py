@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: MIT
 """Local control socket: `icmp6-shim stats` asks the running daemon for its counters.
 
-A unix stream socket, mode 0600 in a 0700 directory (root or the service's
-own user only). Protocol: the client connects; the daemon answers one JSON
-object and closes. The server never blocks the packet loop:
-it is polled non-blocking and each answer is small.
+A unix stream socket, mode 0600 (root or the service's own user only), one
+per instance: the default path names the queue and the network namespace.
+Protocol: the client connects; the daemon answers one JSON object and closes;
+the client reads to EOF. The server never blocks the packet loop: it is a
+shim.sockserve.ReplyServer polled from the loop, writing as the socket takes it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from __future__ import annotations
 import json
 import os
 import socket
-import stat
+import time
 from collections.abc import Callable
-from pathlib import Path
 
 from shim.diversion import DiversionCounters
 from shim.errors import EnvironmentProblem, ShimError
 from shim.nfnetlink import NFQUEUE_PROC
+from shim.sockserve import Limits, ReplyServer, bind_unix, unlink_if_ours
 
-__all__ = ["ControlServer", "kernel_queue_stats", "overload_stats", "query"]
+__all__ = ["MAX_REPLY", "RUN_DIR", "ControlServer", "default_socket_path", "kernel_queue_stats",
+           "overload_stats", "query", "socket_path"]
+
+RUN_DIR = "/run/icmp6-shim"  # the unit's RuntimeDirectory
+MAX_REPLY = 256 << 20  # bytes a stats reply may have: far above 10,000 rules (~1.5 MB)
 
 _KQ_FIELDS = ("queue", "peer_portid", "queue_total", "copy_mode", "copy_range",
               "queue_dropped", "user_dropped", "id_sequence")
@@ -74,81 +79,105 @@ def overload_stats(rules: DiversionCounters | None, kernel: list[dict[str, int]]
     }
 
 
-class ControlServer:
-    """Answers stats requests with snapshot() as JSON."""
+def default_socket_path(queue: int, run_dir: str = RUN_DIR) -> str:
+    """The control socket of the instance on `queue` in this network namespace.
 
-    def __init__(self, path: str, snapshot: Callable[[], dict[str, object]]) -> None:
+    Two instances differ by queue within a namespace (a queue has one reader) and
+    by namespace on one host, whose /run they share: the path names both, so no
+    default ever collides. `stats` run in the same namespace finds the same path.
+    """
+    try:
+        net = f"-net{os.stat('/proc/self/ns/net').st_ino}"
+    except OSError:
+        net = ""  # no /proc: one namespace is all we can tell apart
+    return os.path.join(run_dir, f"control-q{queue}{net}.sock")
+
+
+def socket_path(configured: str | None, queue: int) -> str:
+    """[control] socket if set, else the per-instance default."""
+    return configured if configured is not None else default_socket_path(queue)
+
+
+class ControlServer:
+    """Answers stats requests with snapshot() as JSON, from the daemon's poll loop.
+
+    The reply is made at accept and written as the socket takes it (a 10,000-rule
+    snapshot is ~1.5 MB, several socket buffers): bounded connections, a deadline
+    each, nothing waits on a slow client.
+    """
+
+    def __init__(self, path: str, snapshot: Callable[[], dict[str, object]],
+                 limits: Limits = Limits(max_connections=8, deadline=10.0, max_request=0)) -> None:
         self.path = path
         self.snapshot = snapshot
-        directory = Path(path).parent
+        # Mode 0600: root or the service's own user only. A live socket (another
+        # instance's) is never replaced: bind_unix refuses with EnvironmentProblem.
         try:
-            # A directory we create is 0700; an existing one keeps its mode (under systemd,
-            # RuntimeDirectoryMode=0700 makes /run/icmp6-shim so).
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                if stat.S_ISSOCK(os.lstat(path).st_mode):
-                    os.unlink(path)  # a stale socket of an earlier run; never another kind of file
-            except FileNotFoundError:
-                pass
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            self.sock.bind(path)
-            os.chmod(path, 0o600)
-        except OSError as exc:
-            raise EnvironmentProblem(f"cannot create the control socket {path}: {exc.strerror}; "
-                                     "set [control] socket to a writable path") from exc
-        self.sock.listen(8)
-        self.sock.setblocking(False)
+            sock, self._ident = bind_unix(path, 0o600, what="control socket")
+        except EnvironmentProblem as exc:
+            raise EnvironmentProblem(f"{exc}; set [control] socket to another path") from None
+        self.sock = sock
+        self.server = ReplyServer([sock], self._reply, lambda _req: True, limits)
+
+    def _reply(self, _request: bytes) -> bytes:
+        return json.dumps(self.snapshot()).encode() + b"\n"
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def serve_pending(self) -> int:
-        """Answer every waiting client; never blocks for long (0.2 s per client at most)."""
-        served = 0
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except BlockingIOError:
-                return served
-            with conn:
-                # The request is not read: answering cannot wait on a slow client. The answer
-                # fits the socket buffer; a client that cannot take it all loses it.
-                conn.setblocking(False)
-                try:
-                    conn.sendall(json.dumps(self.snapshot()).encode() + b"\n")
-                except OSError:
-                    pass
-            served += 1
+    def interest(self) -> dict[int, int]:
+        return self.server.interest()
+
+    def serve_pending(self) -> None:
+        """One bounded, non-blocking pass over the listener and the open connections."""
+        self.server.serve()
 
     def close(self) -> None:
-        self.sock.close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        self.server.close()
+        unlink_if_ours(self.path, self._ident)
 
 
-def query(path: str, timeout: float = 5.0) -> dict[str, object]:
-    """Ask a running daemon for its stats.
+def query(path: str, timeout: float = 10.0, max_reply: int = MAX_REPLY) -> dict[str, object]:
+    """Ask a running daemon for its stats: read to EOF, within `timeout` in all.
 
     Raises:
-        ShimError: no daemon listens there, or permission is denied.
+        ShimError: no daemon listens there, permission is denied, the answer is
+            late, too large or not JSON.
     """
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             s.connect(path)
-            chunks = []
-            while chunk := s.recv(65536):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                s.settimeout(left)  # the whole answer within `timeout`, not each read
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_reply:
+                    raise ShimError(f"the daemon at {path} sent more than {max_reply} bytes")
                 chunks.append(chunk)
     except FileNotFoundError as exc:
         raise ShimError(f"no daemon is running (no control socket at {path})") from exc
     except PermissionError as exc:
         raise ShimError(f"permission denied on {path}: run as root") from exc
+    except TimeoutError as exc:
+        raise ShimError(f"the daemon at {path} did not answer within {timeout:g} s") from exc
+    except ConnectionRefusedError as exc:
+        raise ShimError(f"no daemon is running (a stale control socket at {path})") from exc
     except OSError as exc:
         raise ShimError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
     try:
         result: dict[str, object] = json.loads(b"".join(chunks))
-    except json.JSONDecodeError as exc:
-        raise ShimError(f"the daemon at {path} sent an unreadable answer") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShimError(f"the daemon at {path} sent an unreadable answer "
+                        f"({size} bytes)") from exc
+    if not isinstance(result, dict):
+        raise ShimError(f"the daemon at {path} sent an unreadable answer (not an object)")
     return result

@@ -2,8 +2,11 @@
 """Diversion adapters: the nftables or ip6tables rules that feed NFQUEUE.
 
 One door to each foreign tool (`nft`, `ip6tables`). Invariants:
-- the shim touches only what it owns: `table inet icmp6_shim` (nft) or the
-  chain ICMP6_SHIM in ip6tables' mangle table plus one jump per built-in chain;
+- the shim touches only what it owns: `table inet icmp6_shim_q<N>` (nft) or the
+  chain ICMP6_SHIM_Q<N> (and its budget chains ICMP6_SHIM_Q<N>_IN...) in ip6tables'
+  mangle table plus one jump per built-in chain, where N is the instance's first
+  queue: instances on other queues in the same namespace have other names, so none
+  replaces or removes another's rules;
 - install() is idempotent (starting twice never duplicates a rule) and
   remove() is idempotent (removing what is not there is not an error);
 - `auto` probes the running kernel with `nft --check`, which sends the rules to
@@ -13,9 +16,11 @@ One door to each foreign tool (`nft`, `ip6tables`). Invariants:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,10 +40,16 @@ __all__ = [
     "budget_spec",
     "choose_backend",
     "cleanup_all",
+    "cleanup_instance",
 ]
 
+# Name prefixes; an instance's names add its first queue (two instances never share a queue).
+# The bare prefixes are the names of versions before per-instance names; `cleanup --all`
+# still finds them.
 NFT_TABLE = "icmp6_shim"
 IPT_CHAIN = "ICMP6_SHIM"
+_NFT_NAME = re.compile(rf"^{NFT_TABLE}(_q\d+)?$")
+_IPT_NAME = re.compile(rf"^{IPT_CHAIN}(_Q\d+)?$")
 IPT_TABLE = "mangle"  # mangle runs before filter: later filter rules and xfrm see our mark
 _NFT_HOOK = {h: h.name.lower() for h in Hook}
 _IPT_CHAIN = {h: h.name for h in Hook}
@@ -111,6 +122,25 @@ class QueueSpec:
     def last(self) -> int:
         return self.first + self.count - 1
 
+    @property
+    def nft_table(self) -> str:
+        return nft_table_name(self.first)
+
+    @property
+    def ipt_chain(self) -> str:
+        return ipt_chain_name(self.first)
+
+
+def nft_table_name(first_queue: int) -> str:
+    """The nft table of the instance whose queues start at `first_queue`."""
+    return f"{NFT_TABLE}_q{first_queue}"
+
+
+def ipt_chain_name(first_queue: int) -> str:
+    """The ip6tables chain of that instance (17 characters at most; its budget chains add
+    at most 10 more: the limit is 28)."""
+    return f"{IPT_CHAIN}_Q{first_queue}"
+
 
 class Diversion(Protocol):
     """What the service needs of a backend."""
@@ -149,7 +179,7 @@ def _fail(what: str, proc: subprocess.CompletedProcess[str]) -> EnvironmentProbl
 
 
 class NftDiversion:
-    """`table inet icmp6_shim`, a base chain per hook, one queue rule each."""
+    """`table inet icmp6_shim_q<N>`, a base chain per hook, one queue rule each."""
 
     name = "nft"
 
@@ -193,8 +223,9 @@ class NftDiversion:
 
     def render(self) -> str:
         """The ruleset as `nft -f` input; replaces any earlier copy atomically."""
-        lines = [f"table inet {NFT_TABLE} {{", "}", f"delete table inet {NFT_TABLE}",
-                 f"table inet {NFT_TABLE} {{", *self._budget_sets()]
+        table = self.spec.nft_table
+        lines = [f"table inet {table} {{", "}", f"delete table inet {table}",
+                 f"table inet {table} {{", *self._budget_sets()]
         for hook in self.spec.hooks:
             lines += [
                 f"  chain {_NFT_HOOK[hook]} {{",
@@ -222,18 +253,22 @@ class NftDiversion:
             raise _fail("installing the nft diversion failed", proc)
 
     def remove(self) -> None:
-        # `add` then `delete` in one batch: no error whether or not the table exists.
-        _run(["nft", "-f", "-"], stdin=f"table inet {NFT_TABLE} {{\n}}\ndelete table inet {NFT_TABLE}\n")
+        _remove_nft_table(self.spec.nft_table)
 
     def counters(self) -> DiversionCounters | None:
         """The queue and budget rule counters, from `nft -j list table`; None if unreadable."""
-        proc = _run(["nft", "-j", "list", "table", "inet", NFT_TABLE])
+        proc = _run(["nft", "-j", "list", "table", "inet", self.spec.nft_table])
         if proc.returncode != 0:
             return None
         try:
             return parse_nft_counters(proc.stdout)
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _remove_nft_table(table: str) -> None:
+    # `add` then `delete` in one batch: no error whether or not the table exists.
+    _run(["nft", "-f", "-"], stdin=f"table inet {table} {{\n}}\ndelete table inet {table}\n")
 
 
 def parse_nft_counters(text: str) -> DiversionCounters:
@@ -256,7 +291,7 @@ def parse_nft_counters(text: str) -> DiversionCounters:
 
 
 class IptablesDiversion:
-    """Chain ICMP6_SHIM in ip6tables' mangle table, jumped to from each hook's chain."""
+    """Chain ICMP6_SHIM_Q<N> in ip6tables' mangle table, jumped to from each hook's chain."""
 
     name = "iptables"
 
@@ -281,10 +316,6 @@ class IptablesDiversion:
         # that appear later share one more bucket (nft's dynamic sets have no such limit).
         return tuple(name for _i, name in sorted(socket.if_nameindex()))[:_IPT_MAX_BUCKETS]
 
-    def _budget_chains(self) -> list[str]:
-        """Our budget chains (direction chains first), whether or not this spec uses them."""
-        return [f"{IPT_CHAIN}_{d.upper()}{suffix}" for d in ("in", "out")
-                for suffix in ("", *(f"_{name.upper()}" for name, _t in BUDGET_CLASSES))]
 
     def _budget_args(self) -> list[list[str]]:
         """ip6tables arguments that lay the budgets: a direction chain per hook kind classifies
@@ -299,7 +330,7 @@ class IptablesDiversion:
         out: list[list[str]] = []
         directions = sorted({_direction(h) for h in self.spec.hooks})
         for d in directions:
-            chain, flag = f"{IPT_CHAIN}_{d.upper()}", "-i" if d == "in" else "-o"
+            chain, flag = f"{self.spec.ipt_chain}_{d.upper()}", "-i" if d == "in" else "-o"
             out.append(["-N", chain])
             for name, types in BUDGET_CLASSES:
                 cls = f"{chain}_{name.upper()}"
@@ -325,13 +356,14 @@ class IptablesDiversion:
                                 "-j", target])
                     out.append(["-A", cls, flag, ifname, "-j", "RETURN"])
                 out.append(["-A", cls, *limit, "--hashlimit-name", f"{tag}x", "-j", target])
-        out += [["-I", _IPT_CHAIN[h], "1", "-j", f"{IPT_CHAIN}_{_direction(h).upper()}"]
+        out += [["-I", _IPT_CHAIN[h], "1", "-j", f"{self.spec.ipt_chain}_{_direction(h).upper()}"]
                 for h in self.spec.hooks]
         return out
 
     def render(self) -> str:
-        lines = [f"-N {IPT_CHAIN}", f"-A {IPT_CHAIN} -p ipv6-icmp " + " ".join(self._target())]
-        lines += [f"-I {_IPT_CHAIN[h]} 1 -j {IPT_CHAIN}" for h in self.spec.hooks]
+        chain = self.spec.ipt_chain
+        lines = [f"-N {chain}", f"-A {chain} -p ipv6-icmp " + " ".join(self._target())]
+        lines += [f"-I {_IPT_CHAIN[h]} 1 -j {chain}" for h in self.spec.hooks]
         lines += [" ".join(args) for args in self._budget_args()]
         return "\n".join(f"{self.binary} -t {IPT_TABLE} {line}" for line in lines) + "\n"
 
@@ -342,10 +374,11 @@ class IptablesDiversion:
 
     def install(self) -> None:
         self.remove()
+        chain = self.spec.ipt_chain
         for args in (
-            ["-N", IPT_CHAIN],
-            ["-A", IPT_CHAIN, "-p", "ipv6-icmp", *self._target()],
-            *(["-I", _IPT_CHAIN[h], "1", "-j", IPT_CHAIN] for h in self.spec.hooks),
+            ["-N", chain],
+            ["-A", chain, "-p", "ipv6-icmp", *self._target()],
+            *(["-I", _IPT_CHAIN[h], "1", "-j", chain] for h in self.spec.hooks),
             *self._budget_args(),
         ):
             proc = self._ipt(*args)
@@ -354,42 +387,48 @@ class IptablesDiversion:
                 raise _fail("installing the ip6tables diversion failed", proc)
 
     def remove(self) -> None:
+        self.remove_chain(self.spec.ipt_chain)
+
+    def remove_chain(self, chain: str) -> None:
+        """Delete the jumps to `chain` and to its budget chains, then those chains; nothing
+        else is touched."""
         if shutil.which(self.binary) is None:
             return
+        budget = _budget_chains(chain)
         for hook in Hook:
-            # Bounded: each pass deletes one jump; a chain never holds more than a few.
-            for _ in range(16):
-                if self._ipt("-D", _IPT_CHAIN[hook], "-j", IPT_CHAIN).returncode != 0:
-                    break
-        self._ipt("-F", IPT_CHAIN)
-        self._ipt("-X", IPT_CHAIN)
-        budget = self._budget_chains()
-        for hook in Hook:
-            for chain in budget[:: len(BUDGET_CLASSES) + 1]:  # the direction chains
+            for target in (chain, *budget[:: len(BUDGET_CLASSES) + 1]):  # + the direction chains
+                # Bounded: each pass deletes one jump; a chain never holds more than a few.
                 for _ in range(16):
-                    if self._ipt("-D", _IPT_CHAIN[hook], "-j", chain).returncode != 0:
+                    if self._ipt("-D", _IPT_CHAIN[hook], "-j", target).returncode != 0:
                         break
-        for chain in budget:
-            self._ipt("-F", chain)
-        for chain in budget:
-            self._ipt("-X", chain)
+        for name in (chain, *budget):
+            self._ipt("-F", name)
+        for name in (chain, *budget):
+            self._ipt("-X", name)
 
     def counters(self) -> DiversionCounters | None:
         """Queue and budget rule counters from one `ip6tables-save -c`; None if unreadable."""
         proc = _run([f"{self.binary}-save", "-c", "-t", IPT_TABLE])
         if proc.returncode != 0:
             return None
-        return parse_ipt_counters(proc.stdout)
+        return parse_ipt_counters(proc.stdout, self.spec.ipt_chain)
 
 
 _IPT_MAX_BUCKETS = 64  # interfaces with a hashlimit bucket of their own; the rest share one
 
 
-def parse_ipt_counters(text: str) -> DiversionCounters:
+def _budget_chains(chain: str) -> list[str]:
+    """The budget chains of base chain `chain` (each direction chain before its class
+    chains), whether or not a spec uses them."""
+    return [f"{chain}_{d.upper()}{suffix}" for d in ("in", "out")
+            for suffix in ("", *(f"_{name.upper()}" for name, _t in BUDGET_CLASSES))]
+
+
+def parse_ipt_counters(text: str, chain: str) -> DiversionCounters:
     """Sum `[packets:bytes] -A CHAIN ...` lines of ip6tables-save -c: our NFQUEUE rules, and
     each budget rule that drops or accepts (not the RETURNs)."""
     queued, budget, by_if = 0, dict[str, int](), dict[str, int]()
-    classes = {f"{IPT_CHAIN}_{d.upper()}_{name.upper()}": (name, d)
+    classes = {f"{chain}_{d.upper()}_{name.upper()}": (name, d)
                for d in ("in", "out") for name, _t in BUDGET_CLASSES}
     for line in text.splitlines():
         words = line.split()
@@ -399,11 +438,11 @@ def parse_ipt_counters(text: str) -> DiversionCounters:
             packets = int(words[0].strip("[]").split(":")[0])
         except ValueError:
             continue
-        chain = words[2]
-        if chain == IPT_CHAIN and "NFQUEUE" in words:
+        where = words[2]
+        if where == chain and "NFQUEUE" in words:
             queued += packets
-        elif chain in classes and "RETURN" not in words:
-            name, d = classes[chain]
+        elif where in classes and "RETURN" not in words:
+            name, d = classes[where]
             budget[f"{name}_{d}"] = budget.get(f"{name}_{d}", 0) + packets
             flag = "-i" if d == "in" else "-o"
             ifname = words[words.index(flag) + 1] if flag in words else "*"
@@ -441,16 +480,35 @@ def choose_backend(requested: Backend, spec: QueueSpec) -> tuple[Diversion, str]
     )
 
 
+def cleanup_instance(first_queue: int) -> list[str]:
+    """Remove what the instance on `first_queue` may have left behind; return what was found.
+
+    Other instances' tables and chains (other queues) are left alone.
+    """
+    return _cleanup(lambda name: name in (nft_table_name(first_queue), ipt_chain_name(first_queue)))
+
+
 def cleanup_all() -> list[str]:
-    """Remove every diversion the shim may have left behind; return what was found."""
+    """Remove every instance's leftovers in this namespace (and pre-instance names)."""
+    return _cleanup(lambda name: bool(_NFT_NAME.match(name) or _IPT_NAME.match(name)))
+
+
+def _cleanup(ours: Callable[[str], bool]) -> list[str]:
     found: list[str] = []
     if shutil.which("nft"):
-        if _run(["nft", "list", "table", "inet", NFT_TABLE]).returncode == 0:
-            found.append(f"nft table inet {NFT_TABLE}")
-        NftDiversion(QueueSpec(first=0)).remove()
+        listing = _run(["nft", "list", "tables", "inet"])
+        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+            parts = line.split()
+            if len(parts) == 3 and parts[:2] == ["table", "inet"] and _NFT_NAME.match(parts[2]) \
+                    and ours(parts[2]):
+                found.append(f"nft table inet {parts[2]}")
+                _remove_nft_table(parts[2])
     if shutil.which("ip6tables"):
         ipt = IptablesDiversion(QueueSpec(first=0))
-        if ipt._ipt("-S", IPT_CHAIN).returncode == 0:
-            found.append(f"ip6tables -t {IPT_TABLE} chain {IPT_CHAIN}")
-        ipt.remove()
+        listing = ipt._ipt("-S")
+        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "-N" and _IPT_NAME.match(parts[1]) and ours(parts[1]):
+                found.append(f"ip6tables -t {IPT_TABLE} chain {parts[1]}")
+                ipt.remove_chain(parts[1])
     return found

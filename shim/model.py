@@ -272,8 +272,13 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"        # auto | json | console
     log_rate: float = 10.0          # per-packet log events per second, at most
-    control_socket: str = "/run/icmp6-shim/control.sock"
-    prometheus: str | None = None   # "127.0.0.1:9477" enables the exporter (loopback only)
+    # None: /run/icmp6-shim/control-q<queue>-net<netns inode>.sock, one per instance
+    control_socket: str | None = None
+    metrics_socket: str | None = None   # unix socket for /metrics, mode 0660 (the safe transport)
+    metrics_group: str | None = None    # that socket's group (default: the daemon's own)
+    prometheus: str | None = None   # loopback HOST:PORT: opt-in TCP, readable by every local user
+    metrics_max_connections: int = 8    # open metrics connections at once, at most
+    metrics_timeout: float = 2.0        # seconds a metrics connection may live
     shadow: str | None = None       # a rules file judged beside the enforced table, never enforced
     # [overload]: per-interface ICMPv6 budgets laid in the kernel before the queue rule, so a
     # flood on one link cannot fill the one queue every link shares (issue 16). Packets per

@@ -24,21 +24,25 @@ from collections.abc import Callable
 from typing import Any
 
 from shim.config import Config, load_config
-from shim.control import ControlServer, kernel_queue_stats, overload_stats
+from shim.control import ControlServer, kernel_queue_stats, overload_stats, socket_path
 from shim.diversion import Diversion, QueueSpec, budget_spec, choose_backend
 from shim.engine import Compiled, compile_config
 from shim.errors import EnvironmentProblem
 from shim.logs import RateLimiter, get_logger, sink_counters
-from shim.metrics import start_exporter
+from shim.metrics import MetricsServer, MetricsSettings
 from shim.model import Decision, Hook
 from shim.native import parse
 from shim.nfq import Judge, PacketLike, QueueReader
 from shim.notify import Notifier
 from shim.reload import Outcome, Reloader, describe
+from shim.sockserve import sync_poller
 
 __all__ = ["RELOAD_TIMEOUT", "Service", "check_privileges"]
 
 CAP_NET_ADMIN = 12
+# Settings fixed at start: the sockets are bound once (a reload lists a change in not_applied).
+_SOCKET_KEYS = ("control_socket", "metrics_socket", "metrics_group", "prometheus",
+                "metrics_max_connections", "metrics_timeout")
 # A reload at the config limits (shim.config.MAX_*) takes a few seconds; past this
 # it is reported as failed and the old table stays (the thread's result is dropped).
 RELOAD_TIMEOUT = 60.0
@@ -46,7 +50,7 @@ _FIXED = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open"
           "budget", "budget_nd_rate", "budget_error_rate", "budget_other_rate",
           "budget_verdict", "budget_interfaces",
           "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
-          "log_format", "control_socket", "prometheus")
+          "log_format", *_SOCKET_KEYS)
 
 
 def make_reader(engine: str) -> type[QueueReader]:
@@ -121,8 +125,10 @@ class Service:
                                           else self.settings.log_rate)
         self._err_log_limit = RateLimiter(1.0, burst=5)
         self.started = time.monotonic()
-        self.control_path = control_socket if control_socket is not None else self.settings.control_socket
+        self.control_path = (control_socket if control_socket is not None
+                             else socket_path(self.settings.control_socket, self.queue_num))
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
         self.backend_name: str | None = None
         # Rule hits of tables swapped out by reloads, by rule name: counters survive reloads.
         self._past_hits: dict[str, int] = {}
@@ -156,9 +162,14 @@ class Service:
             if self.control_path:
                 # After the bind: a second instance fails there, before touching our socket.
                 self.control = ControlServer(self.control_path, self.snapshot)
-            if s.prometheus and self.report is None:
-                start_exporter(s.prometheus, self.snapshot)
-                self.log.info("metrics_serving", endpoint=s.prometheus)
+            metrics = MetricsSettings.of(s)
+            if metrics.enabled and self.report is None:
+                self.metrics = MetricsServer(metrics, self.snapshot)
+                self.log.info("metrics_serving", endpoint=self.metrics.endpoints)
+                if metrics.tcp:
+                    self.log.warning("metrics_tcp_open", endpoint=metrics.tcp,
+                                     reason="TCP cannot tell local users apart: every local user "
+                                            "can read the counters; prefer [metrics] socket")
             if diversion is not None:
                 diversion.install()
                 # Owned from here on: stop() removes only what this process installed.
@@ -167,6 +178,7 @@ class Service:
                               hooks=[h.name.lower() for h in s.hooks],
                               queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open)
         except BaseException:
+            self._close_sockets()
             self.reader.unbind()
             raise
 
@@ -211,14 +223,19 @@ class Service:
     def _loop(self, wake: socket.socket) -> None:
         assert self.reader is not None
         poller = select.poll()
-        poller.register(self.reader.fileno(), select.POLLIN)
-        poller.register(wake.fileno(), select.POLLIN)
-        if self.control is not None:
-            poller.register(self.control.fileno(), select.POLLIN)
+        registered: dict[int, int] = {}
+        fixed = {self.reader.fileno(): select.POLLIN, wake.fileno(): select.POLLIN}
         wd = self.notifier.watchdog_interval
         tick = min(0.5, wd) if wd else 0.5
         last_status = last_report = last_ping = 0.0
         while not self._flags.stop:
+            # The control and metrics servers say each turn what they wait for: a full
+            # server's listener is not polled, so a connect flood cannot spin the loop.
+            wanted = dict(fixed)
+            for server in (self.control, self.metrics):
+                if server is not None:
+                    wanted.update(server.interest())
+            sync_poller(poller, registered, wanted)
             for fd, _ev in poller.poll(tick * 1000):
                 if fd == wake.fileno():
                     try:
@@ -243,6 +260,8 @@ class Service:
                 last_status = now
             if self.control is not None:
                 self.control.serve_pending()
+            if self.metrics is not None:
+                self.metrics.serve_pending()
             if self.report is not None and now - last_report >= 0.25:
                 self.report(self.snapshot())  # also the supervisor's heartbeat
                 last_report = now
@@ -332,9 +351,7 @@ class Service:
         """Remove the diversion (unless kept: a fail-closed crash), answer what is queued,
         unbind. Safe to call twice."""
         self.notifier.stopping()
-        if self.control is not None:
-            self.control.close()
-            self.control = None
+        self._close_sockets()
         if self.diversion is not None and keep_diversion:
             self.log.error("diversion_kept", backend=self.diversion.name,
                            reason="crashed with [queue] fail_open = false: the kernel drops "
@@ -356,6 +373,13 @@ class Service:
             finally:
                 reader.unbind()
             self.log.info("stopped", drained=drained, **_counters(reader))
+
+    def _close_sockets(self) -> None:
+        """Close the control and metrics servers (unlinking only sockets still ours)."""
+        for server in (self.control, self.metrics):
+            if server is not None:
+                server.close()
+        self.control = self.metrics = None
 
     # -- observability ------------------------------------------------------------
     def counters(self) -> dict[str, int]:

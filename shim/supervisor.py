@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from shim.config import Config, load_config
-from shim.control import ControlServer, kernel_queue_stats, overload_stats
+from shim.control import ControlServer, kernel_queue_stats, overload_stats, socket_path
 from shim.diversion import Diversion, QueueSpec, budget_spec, choose_backend
 from shim.engine import compile_config
 from shim.errors import ShimError
 from shim.logs import get_logger, sink_counters
-from shim.metrics import start_exporter
+from shim.metrics import MetricsServer, MetricsSettings
 from shim.notify import Notifier
 from shim.reload import Outcome, Reloader, describe
 from shim.service import RELOAD_TIMEOUT, Service, check_privileges
+from shim.sockserve import sync_poller
 
 __all__ = ["Supervisor", "run_daemon"]
 
@@ -94,8 +95,10 @@ class Supervisor:
         self.settings = self.config.settings
         s = self.settings
         self.workers = [_Worker(queue=s.queue_num + i) for i in range(s.workers)]
-        self.control_path = control_socket if control_socket is not None else s.control_socket
+        self.control_path = (control_socket if control_socket is not None
+                             else socket_path(s.control_socket, s.queue_num))
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
         self.diversion: Diversion | None = None
         self.backend_name: str | None = None
         self.worker_failures = 0
@@ -143,8 +146,14 @@ class Supervisor:
             self._wait_bound(timeout=30.0)
             if self.control_path:
                 self.control = ControlServer(self.control_path, self.snapshot)
-            if s.prometheus:
-                start_exporter(s.prometheus, self.snapshot)
+            metrics = MetricsSettings.of(s)
+            if metrics.enabled:
+                self.metrics = MetricsServer(metrics, self.snapshot)
+                self.log.info("metrics_serving", endpoint=self.metrics.endpoints)
+                if metrics.tcp:
+                    self.log.warning("metrics_tcp_open", endpoint=metrics.tcp,
+                                     reason="TCP cannot tell local users apart: every local user "
+                                            "can read the counters; prefer [metrics] socket")
             diversion.install()
             self.diversion = diversion
             self.log.info("diversion_installed", backend=diversion.name,
@@ -186,11 +195,18 @@ class Supervisor:
     def _loop(self) -> None:
         wd = self.notifier.watchdog_interval
         last_status = 0.0
+        poller = select.poll()
+        registered: dict[int, int] = {}
         while not self._stop:
-            # Reports are polled each turn (0.25 s at most late); only the control socket wakes us.
-            fds: list[Any] = [self.control.sock] if self.control is not None else []
+            # Reports are polled each turn (0.25 s at most late); only the control and metrics
+            # servers wake us, and only for what they wait on (a full server's listener is not polled).
+            wanted: dict[int, int] = {}
+            for server in (self.control, self.metrics):
+                if server is not None:
+                    wanted.update(server.interest())
+            sync_poller(poller, registered, wanted)
             try:
-                select.select(fds, [], [], 0.25)
+                poller.poll(250)
             except InterruptedError:
                 pass
             for w in self.workers:
@@ -207,6 +223,8 @@ class Supervisor:
                     self._restart(w)
             if self.control is not None:
                 self.control.serve_pending()
+            if self.metrics is not None:
+                self.metrics.serve_pending()
             if self._reload:
                 self._reload = False
                 self._reloader.request()
@@ -254,8 +272,10 @@ class Supervisor:
 
     def _shutdown(self, keep_diversion: bool = False) -> None:
         self.notifier.stopping()
-        if self.control is not None:
-            self.control.close()
+        for server in (self.control, self.metrics):
+            if server is not None:
+                server.close()
+        self.control = self.metrics = None
         if self.diversion is not None and keep_diversion:
             self.log.error("diversion_kept", backend=self.diversion.name,
                            reason="crashed with [queue] fail_open = false: the kernel drops "

@@ -67,9 +67,9 @@ class TestBudgetRender:
         own direction chain; over budget drops, or accepts when so configured."""
         text = IptablesDiversion(QueueSpec(first=3, budget=BUDGET)).render()
         assert text.count("--hashlimit-above 50/sec") == 2 * 3  # (eth0, eth1, the rest) x in/out
-        assert "-A ICMP6_SHIM_IN_ND -i eth1 -m hashlimit" in text
-        assert "-A ICMP6_SHIM_OUT_OTHER -o eth0 -m hashlimit" in text
-        assert "-I OUTPUT 1 -j ICMP6_SHIM_OUT" in text and "-I FORWARD 1 -j ICMP6_SHIM_IN" in text
+        assert "-A ICMP6_SHIM_Q3_IN_ND -i eth1 -m hashlimit" in text
+        assert "-A ICMP6_SHIM_Q3_OUT_OTHER -o eth0 -m hashlimit" in text
+        assert "-I OUTPUT 1 -j ICMP6_SHIM_Q3_OUT" in text and "-I FORWARD 1 -j ICMP6_SHIM_Q3_IN" in text
         assert "-j ACCEPT" not in text
         accept = IptablesDiversion(QueueSpec(first=3, budget=BudgetSpec(
             rates=BUDGET.rates, verdict="accept", interfaces=("eth0",)))).render()
@@ -84,13 +84,17 @@ class TestBudgetRender:
 class TestCounterParsing:
     def test_iptables_save(self) -> None:
         """Queue and budget rule counters from ip6tables-save -c; RETURNs are not cuts."""
-        text = ("*mangle\n[7:700] -A ICMP6_SHIM -p ipv6-icmp -j NFQUEUE --queue-num 0\n"
-                "[5:500] -A ICMP6_SHIM_IN_ND -i eth0 -m hashlimit --hashlimit-above 1/sec -j DROP\n"
-                "[9:900] -A ICMP6_SHIM_IN_ND -i eth0 -j RETURN\n"
-                "[2:200] -A ICMP6_SHIM_IN_ND -m hashlimit --hashlimit-above 1/sec -j DROP\n"
-                "[3:300] -A ICMP6_SHIM_OUT_OTHER -o eth1 -m hashlimit --hashlimit-above 1/sec -j DROP\n"
-                "[4:400] -A ICMP6_SHIM_IN -p ipv6-icmp -g ICMP6_SHIM_IN_ND\nCOMMIT\n")
-        c = parse_ipt_counters(text)
+        text = ("*mangle\n[7:700] -A ICMP6_SHIM_Q0 -p ipv6-icmp -j NFQUEUE --queue-num 0\n"
+                "[5:500] -A ICMP6_SHIM_Q0_IN_ND -i eth0 -m hashlimit --hashlimit-above 1/sec -j DROP\n"
+                "[9:900] -A ICMP6_SHIM_Q0_IN_ND -i eth0 -j RETURN\n"
+                "[2:200] -A ICMP6_SHIM_Q0_IN_ND -m hashlimit --hashlimit-above 1/sec -j DROP\n"
+                "[3:300] -A ICMP6_SHIM_Q0_OUT_OTHER -o eth1 -m hashlimit --hashlimit-above 1/sec -j DROP\n"
+                "[4:400] -A ICMP6_SHIM_Q0_IN -p ipv6-icmp -g ICMP6_SHIM_Q0_IN_ND\nCOMMIT\n")
+        # Another instance's chains (queue 1) are not ours.
+        text = text.replace("COMMIT", "[8:800] -A ICMP6_SHIM_Q1 -p ipv6-icmp -j NFQUEUE --queue-num 1\n"
+                            "[6:600] -A ICMP6_SHIM_Q1_IN_ND -i eth0 -m hashlimit --hashlimit-above 1/sec "
+                            "-j DROP\nCOMMIT")
+        c = parse_ipt_counters(text, "ICMP6_SHIM_Q0")
         assert c.queued == 7
         assert c.budget == {"nd_in": 7, "other_out": 3}
         assert c.by_interface == {"eth0_in": 5, "*_in": 2, "eth1_out": 3}
@@ -189,7 +193,7 @@ class TestBudgetInNamespace:
                         refused += 1
             counters = div.counters()
         _nft, ipt = _ruleset(lone_ns)
-        assert ipt.count("-j ICMP6_SHIM_IN") == 2 and ipt.count("-j ICMP6_SHIM_OUT") == 1
+        assert ipt.count("-j ICMP6_SHIM_Q7_IN") == 2 and ipt.count("-j ICMP6_SHIM_Q7_OUT") == 1
         assert counters is not None
         # 20 requests leave by lo: at most a burst of 1 and a token or two pass the budget.
         # Cut at output: our refused requests, and the kernel's reply to one that passed.

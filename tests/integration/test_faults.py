@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from shim.control import query
-from shim.diversion import cleanup_all
+from shim.diversion import cleanup_all, ipt_chain_name, nft_table_name
 from shim.netns import Topology, in_netns
 from shim.notify import Notifier
 from shim.packets import icmp6_packet
@@ -172,11 +172,11 @@ class _Crashing(Service):
         raise RuntimeError("injected crash")
 
 
-def _diversion_present(ns: str) -> bool:
-    table = subprocess.run(["ip", "netns", "exec", ns, "ip6tables", "-t", "mangle", "-S", "ICMP6_SHIM"],
-                           capture_output=True, timeout=30)
-    nft = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "icmp6_shim"],
-                         capture_output=True, timeout=30)
+def _diversion_present(ns: str, queue: int = 0) -> bool:
+    table = subprocess.run(["ip", "netns", "exec", ns, "ip6tables", "-t", "mangle", "-S",
+                            ipt_chain_name(queue)], capture_output=True, timeout=30)
+    nft = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet",
+                          nft_table_name(queue)], capture_output=True, timeout=30)
     return table.returncode == 0 or nft.returncode == 0
 
 
