@@ -164,6 +164,7 @@ class PacketView:
     frag_offset: int | None
     frag_more: bool | None
     frag_id: int | None
+    frag_next_header: int | None = None  # the Fragment header's own Next Header field
     icmpv6_type: int | None
     icmpv6_code: int | None
     icmpv6_length: int
