@@ -7,7 +7,9 @@ One door to each foreign tool (`nft`, `ip6tables`). Invariants:
 - install() is idempotent (starting twice never duplicates a rule) and
   remove() is idempotent (removing what is not there is not an error);
 - `auto` probes the running kernel with `nft --check`, which sends the rules to
-  the kernel and aborts the transaction, so the probe changes nothing.
+  the kernel and aborts the transaction, so the probe changes nothing;
+- both backends render their rule lines from one list, DIVERTED: what the
+  policy must see is said once.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from shim.errors import EnvironmentProblem
 from shim.model import Backend, Hook
 
 __all__ = [
+    "DIVERTED",
     "IPT_CHAIN",
     "NFT_TABLE",
+    "Divert",
     "Diversion",
     "IptablesDiversion",
     "NftDiversion",
@@ -36,6 +40,46 @@ IPT_CHAIN = "ICMP6_SHIM"
 IPT_TABLE = "mangle"  # mangle runs before filter: later filter rules and xfrm see our mark
 _NFT_HOOK = {h: h.name.lower() for h in Hook}
 _IPT_CHAIN = {h: h.name for h in Hook}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Divert:
+    """One line of what is diverted, in the words of both backends.
+
+    The lines are evaluated in order; a packet leaves at the first that matches:
+    into the queue, or (queue False) back to the ruleset, not diverted.
+    """
+
+    what: str
+    nft: str                           # the match in nft syntax ("" = every packet)
+    ipt: tuple[tuple[str, ...], ...]   # one ip6tables match per rule (() = every packet)
+    queue: bool = True
+
+
+# What the policy must see. The kernel's own header walk (ipv6_find_hdr, as
+# `meta l4proto` and `-p` use it) cannot find the upper layer in a first fragment
+# whose chain continues in the next fragment, stops at AH for nft, and knows fewer
+# extension headers than the shim's parser: matching only ICMPv6 let such packets
+# pass unjudged. Fragments come first: legacy ip6tables' `-p` drops ("hotdrop") a
+# non-first fragment whose Fragment header names an extension header before any
+# later line could queue it. Every line is for IPv6 only (the nft table is inet).
+DIVERTED: tuple[Divert, ...] = (
+    Divert(what="every fragment, first and non-first: the shim judges the first by its "
+                "own header walk (RFC 7112) and gives the rest their datagram's decision",
+           nft="exthdr frag exists", ipt=(("-m", "frag"),)),
+    Divert(what="every packet with AH: nft's walk stops at AH, so ICMPv6 behind it "
+                "is not 'meta l4proto ipv6-icmp'",
+           nft="meta l4proto ah", ipt=(("-m", "ah"),)),
+    Divert(what="ICMPv6", nft="meta l4proto ipv6-icmp", ipt=(("-p", "ipv6-icmp"),)),
+    Divert(what="Mobility, HIP, Shim6 and the experimental 253/254: extension headers to "
+                "the shim's parser (RFC 7045), upper layers to the kernel's walk",
+           nft="meta l4proto { 135, 139, 140, 253, 254 }",
+           ipt=tuple(("-p", str(p)) for p in (135, 139, 140, 253, 254))),
+    Divert(what="any other upper layer the kernel's walk found: not diverted",
+           nft="meta l4proto != ipv6-icmp", ipt=(("!", "-p", "ipv6-icmp"),), queue=False),
+    Divert(what="the rest: the kernel's walk found no upper layer (meta l4proto is unset, "
+                "so the line above does not match)", nft="", ipt=((),)),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,15 +146,30 @@ class NftDiversion:
         target = f"{s.first}" if s.count == 1 else f"{s.first}-{s.last}"
         return f"queue num {target}" + (" bypass" if s.fail_open else "")
 
-    def render(self) -> str:
-        """The ruleset as `nft -f` input; replaces any earlier copy atomically."""
+    def rule_lines(self, queue: str | None = None) -> list[str]:
+        """The rules of each chain, from DIVERTED.
+
+        Args:
+            queue: a statement in place of the queue statement (e.g. "counter", so
+                `nft --check` can validate the matches on a kernel without `queue`).
+        """
+        stmt = queue if queue is not None else self._queue_stmt()
+        return [" ".join(filter(None, ("meta nfproto ipv6", d.nft, stmt if d.queue else "return")))
+                for d in DIVERTED]
+
+    def render(self, queue: str | None = None) -> str:
+        """The ruleset as `nft -f` input; replaces any earlier copy atomically.
+
+        Args:
+            queue: see rule_lines; None renders what install() installs.
+        """
         lines = [f"table inet {NFT_TABLE} {{", "}", f"delete table inet {NFT_TABLE}",
                  f"table inet {NFT_TABLE} {{"]
         for hook in self.spec.hooks:
             lines += [
                 f"  chain {_NFT_HOOK[hook]} {{",
                 f"    type filter hook {_NFT_HOOK[hook]} priority {self.spec.priority}; policy accept;",
-                f"    meta l4proto ipv6-icmp {self._queue_stmt()}",
+                *(f"    {rule}" for rule in self.rule_lines(queue)),
                 "  }",
             ]
         lines.append("}")
@@ -154,10 +213,19 @@ class IptablesDiversion:
     def _ipt(self, *args: str) -> subprocess.CompletedProcess[str]:
         return _run([self.binary, "-w", "5", "-t", IPT_TABLE, *args])
 
+    def rules(self) -> list[list[str]]:
+        """The rules of the chain, from DIVERTED, as ip6tables -A arguments."""
+        return [["-A", IPT_CHAIN, *match, *(self._target() if d.queue else ["-j", "RETURN"])]
+                for d in DIVERTED for match in d.ipt]
+
+    def _commands(self) -> list[list[str]]:
+        """What install() runs, in order (after removing any earlier copy)."""
+        return [["-N", IPT_CHAIN], *self.rules(),
+                *(["-I", _IPT_CHAIN[h], "1", "-j", IPT_CHAIN] for h in self.spec.hooks)]
+
     def render(self) -> str:
-        lines = [f"-N {IPT_CHAIN}", f"-A {IPT_CHAIN} -p ipv6-icmp " + " ".join(self._target())]
-        lines += [f"-I {_IPT_CHAIN[h]} 1 -j {IPT_CHAIN}" for h in self.spec.hooks]
-        return "\n".join(f"{self.binary} -t {IPT_TABLE} {line}" for line in lines) + "\n"
+        return "".join(f"{self.binary} -t {IPT_TABLE} {' '.join(args)}\n"
+                       for args in self._commands())
 
     def probe(self) -> str | None:
         if shutil.which(self.binary) is None:
@@ -166,11 +234,7 @@ class IptablesDiversion:
 
     def install(self) -> None:
         self.remove()
-        for args in (
-            ["-N", IPT_CHAIN],
-            ["-A", IPT_CHAIN, "-p", "ipv6-icmp", *self._target()],
-            *(["-I", _IPT_CHAIN[h], "1", "-j", IPT_CHAIN] for h in self.spec.hooks),
-        ):
+        for args in self._commands():
             proc = self._ipt(*args)
             if proc.returncode != 0:
                 self.remove()
