@@ -328,6 +328,10 @@ class Service:
             "packets": c.get("packets", 0), "errors": c.get("errors", 0),
             "enobufs": c.get("enobufs", 0),
             "verdicts": {k.removeprefix("verdict_"): v for k, v in c.items() if k.startswith("verdict_")},
+            # Traffic of other protocols the wide diversion queues (fragments, AH): accepted
+            # without a rule walk; and what the fragment fate table did (this table only).
+            "non_icmpv6": hits[len(table.rules) + 1] + self._past_hits.get(table.non_icmpv6.rule, 0),
+            "fragments": self.compiled.native.fate_counters(),
             "types": {str(t): n + p for t, (n, p) in enumerate(zip(self.compiled.native.type_hits(),
                                                                    self._past_types)) if n + p},
             "rules": rules,

@@ -255,13 +255,13 @@ class Supervisor:
 
     def snapshot(self) -> dict[str, object]:
         """Counters summed over the workers' latest reports."""
-        total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0,
-                                 "verdicts": {}, "types": {}, "rules": {}}
+        total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0, "non_icmpv6": 0,
+                                 "verdicts": {}, "types": {}, "fragments": {}, "rules": {}}
         for w in self.workers:
             snap = w.snapshot
-            for key in ("packets", "errors", "enobufs"):
+            for key in ("packets", "errors", "enobufs", "non_icmpv6"):
                 total[key] += int(snap.get(key, 0))
-            for key in ("verdicts", "types"):
+            for key in ("verdicts", "types", "fragments"):
                 for k, v in snap.get(key, {}).items():
                     total[key][k] = total[key].get(k, 0) + v
             for r in snap.get("rules", []):
@@ -276,7 +276,8 @@ class Supervisor:
             "workers": [{"queue": w.queue, "pid": w.proc.pid if w.proc else None,
                          "restarts": w.restarts, "packets": w.snapshot.get("packets", 0)}
                         for w in self.workers],
-            **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types")},
+            **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types",
+                                     "non_icmpv6", "fragments")},
             "rules": list(total["rules"].values()),
             "kernel": kernel_queue_stats([w.queue for w in self.workers]),
         }
