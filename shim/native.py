@@ -216,7 +216,7 @@ class NativeTable:
     )
 
     def __init__(self, rules: Sequence[NativeRule], type_role: bytes, type_ike: bytes,
-                 ext_limit: int, *, fate_slots: int = 0) -> None:
+                 ext_limit: int, *, fate_slots: int = 0, fate_ttl: int = FATE_TTL) -> None:
         """Build the C table.
 
         Index n_rules is "no rule matched", n_rules + 1 "not ICMPv6": complete
@@ -230,6 +230,7 @@ class NativeTable:
             ext_limit: passed to the parser; clamped by C to 1..EXT_MAX.
             fate_slots: datagrams the fragment fate table remembers (0: none, so
                 every non-first fragment is walked like any packet).
+            fate_ttl: seconds a remembered datagram is followed.
 
         Raises:
             ValueError: a table is not 256 octets or a rule field is out of range.
@@ -245,6 +246,8 @@ class NativeTable:
             _fill_rule(self._rules[i], rule)
         if not 0 <= fate_slots <= 1 << 20:
             raise ValueError(f"fate_slots {fate_slots} is outside 0..{1 << 20}")
+        if not 0 <= fate_ttl <= _U32:
+            raise ValueError(f"fate_ttl {fate_ttl} is outside 0..2**32-1")
         self._hits = ffi.new("uint64_t[]", self._n + 2)
         self._type_hits = ffi.new("uint64_t[]", 256)
         self._table = ffi.new("struct icmp6_table *")
@@ -262,7 +265,7 @@ class NativeTable:
         self._fate = ffi.new("struct icmp6_fate *") if fate_slots else None
         if self._fate is not None:
             self._fate.slots, self._fate.n_slots = self._fate_slots, fate_slots
-            self._fate.ttl = FATE_TTL
+            self._fate.ttl = fate_ttl
             self._fate.seed = int.from_bytes(os.urandom(4), "little")
             self._fate.now = int(time.monotonic())
             self._table.fate = self._fate
