@@ -42,7 +42,7 @@ MAIN_FILE = "icmp6-shim.toml"
 RULES_DIR = "rules.d"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MARK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_RESERVED_NAMES = frozenset({"no-match", "on-error"})
+_RESERVED_NAMES = frozenset({"no-match", "on-error", "non-icmpv6"})
 _ROLES = {"link-local": Role.LINK_LOCAL, "end-to-end": Role.END_TO_END,
           "any-to-end": Role.ANY_TO_END, "unclassified": Role.UNCLASSIFIED}
 _IKE = {"must-not": IkeUse.MUST_NOT, "should-not": IkeUse.SHOULD_NOT,
