@@ -218,3 +218,11 @@ class TestExplainReplayStats:
         assert "not ICMPv6 (accepted unjudged): 4" in text
         assert "3 followed their first fragment, 1 of no remembered datagram" in text
         assert "4  non-icmpv6 (settings, accept)" in text
+
+
+def test_non_icmpv6_is_a_reserved_rule_name(tmp_path: Path) -> None:
+    """A user rule cannot take the name of the non-ICMPv6 decision (stats count by name)."""
+    from shim.errors import ConfigError
+    (tmp_path / "icmp6-shim.toml").write_text('[[rule]]\nname = "non-icmpv6"\nverdict = "drop"\n')
+    with pytest.raises(ConfigError, match="'non-icmpv6' is reserved"):
+        load_config(tmp_path)
