@@ -512,9 +512,12 @@ int icmp6_is_non_icmpv6(const struct icmp6_view *v)
     return v->chain_complete && v->upper_layer >= 0 && v->upper_layer != NH_ICMPV6;
 }
 
-/* contract: the slot of (src, dst, id) in f (f->n_slots > 0): FNV-1a over the
- * key, mixed with the seed so a sender cannot pick another datagram's slot. */
-static struct icmp6_fate_entry *fate_slot(const struct icmp6_fate *f, const struct icmp6_view *v)
+/* contract: the slot of (src, dst, id, hook) in f (f->n_slots > 0): FNV-1a over
+ * (src, dst, id), mixed with the seed so a sender cannot pick another
+ * datagram's slot, plus the hook: a packet judged at two hooks (prerouting and
+ * forward) has a decision at each, in neighbouring slots that never collide. */
+static struct icmp6_fate_entry *fate_slot(const struct icmp6_fate *f, const struct icmp6_view *v,
+                                          uint32_t hook)
 {
     uint32_t h = 2166136261u ^ f->seed;
     for (size_t i = 0; i < 16; i++) {
@@ -525,19 +528,19 @@ static struct icmp6_fate_entry *fate_slot(const struct icmp6_fate *f, const stru
         h = (h ^ ((v->frag_id >> s) & 0xffu)) * 16777619u;
     }
     h ^= h >> 15;
-    return &f->slots[h % f->n_slots];
+    return &f->slots[((h % f->n_slots) + hook) % f->n_slots];
 }
 
-/* contract: 1 and *decision if f remembers v's datagram (fresh, and a decision
- * below limit), else 0. */
-static int fate_find(const struct icmp6_fate *f, const struct icmp6_view *v,
+/* contract: 1 and *decision if f remembers v's datagram at hook (fresh, and a
+ * decision not above limit), else 0. */
+static int fate_find(const struct icmp6_fate *f, const struct icmp6_view *v, uint32_t hook,
                      uint32_t limit, uint32_t *decision)
 {
     if (f->slots == NULL || f->n_slots == 0) {
         return 0;
     }
-    const struct icmp6_fate_entry *e = fate_slot(f, v);
-    if (!e->used || e->id != v->frag_id || memcmp(e->src, v->src, 16) != 0 ||
+    const struct icmp6_fate_entry *e = fate_slot(f, v, hook);
+    if (!e->used || e->id != v->frag_id || e->hook != hook || memcmp(e->src, v->src, 16) != 0 ||
         memcmp(e->dst, v->dst, 16) != 0 || (uint32_t)(f->now - e->stamp) > f->ttl ||
         e->decision > limit) {
         return 0;
@@ -546,16 +549,18 @@ static int fate_find(const struct icmp6_fate *f, const struct icmp6_view *v,
     return 1;
 }
 
-/* contract: remember that v's datagram (a first fragment) got decision. */
-static void fate_store(struct icmp6_fate *f, const struct icmp6_view *v, uint32_t decision)
+/* contract: remember that v's datagram (a first fragment) got decision at hook. */
+static void fate_store(struct icmp6_fate *f, const struct icmp6_view *v, uint32_t hook,
+                       uint32_t decision)
 {
     if (f->slots == NULL || f->n_slots == 0) {
         return;
     }
-    struct icmp6_fate_entry *e = fate_slot(f, v);
+    struct icmp6_fate_entry *e = fate_slot(f, v, hook);
     memcpy(e->src, v->src, 16);
     memcpy(e->dst, v->dst, 16);
     e->id = v->frag_id;
+    e->hook = hook;
     e->decision = decision;
     e->stamp = f->now;
     e->used = 1;
@@ -615,7 +620,7 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
     if (f != NULL) {
         f->last = ICMP6_FATE_NONE;
         if (scratch->frag_status == ICMP6_FRAG_NON_FIRST) {
-            decided = fate_find(f, scratch, top, &i);
+            decided = fate_find(f, scratch, hook, top, &i);
             f->last = decided ? ICMP6_FATE_FOLLOWED : ICMP6_FATE_UNKNOWN;
             f->followed += (uint64_t)decided;
             f->unknown += (uint64_t)!decided;
@@ -628,7 +633,7 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
             i = walk_rules(t, scratch, hook, indev, outdev);
         }
         if (f != NULL && scratch->frag_status == ICMP6_FRAG_FIRST) {
-            fate_store(f, scratch, i);
+            fate_store(f, scratch, hook, i);
         }
     }
     if (t->hits != NULL) {

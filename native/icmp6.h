@@ -166,13 +166,15 @@ struct icmp6_fate_entry {
     uint8_t src[16];
     uint8_t dst[16];
     uint32_t id;                 /* Fragment header Identification */
+    uint32_t hook;               /* where the first fragment was judged */
     uint32_t decision;           /* what icmp6_classify returned for the first fragment */
     uint32_t stamp;              /* fate.now when stored */
     uint32_t used;               /* 1: the slot holds a datagram */
 };
 
-/* The fragment fate table: caller-owned, bounded, one slot per hash value
- * (a newer datagram overwrites an older one in its slot). A non-first
+/* The fragment fate table: caller-owned, bounded, one slot per hash of
+ * (src, dst, id, hook); a newer datagram overwrites an older one in its
+ * slot. A non-first
  * fragment whose datagram is remembered gets the same decision (verdict and
  * mark) as its first fragment, without a rule walk; any other non-first
  * fragment is judged as before. Forgetting is safe: a datagram whose first

@@ -137,6 +137,16 @@ class TestFate:
         assert t.classify(second, FWD, 0, 0) == 0
         assert t.fate_counters() == {"stored": 1, "followed": 1, "unknown": 3}
 
+    def test_each_hook_has_its_own_fate(self) -> None:
+        """A datagram judged at prerouting and at forward follows each hook's decision."""
+        pre = NativeRule(types=frozenset({128}), hooks=1 << int(Hook.PREROUTING))
+        t = table(pre, NativeRule(frag=0b1000), NativeRule())
+        first, second = echo_fragments(ident=0x7C)
+        pr = int(Hook.PREROUTING)
+        assert [t.classify(first, pr, 0, 0), t.classify(first, FWD, 0, 0)] == [0, 2]
+        assert [t.classify(second, pr, 0, 0), t.classify(second, FWD, 0, 0)] == [0, 2]
+        assert t.classify(second, int(Hook.INPUT), 0, 0) == 1  # never judged at input
+
     def test_udp_datagram_followers_are_non_icmpv6(self) -> None:
         """The first fragment of UDP is non-ICMPv6; its followers are too (followed)."""
         t = table(NativeRule())
