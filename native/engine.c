@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "engine.h"
 
@@ -311,6 +312,10 @@ int64_t engine_pump(struct engine *e, const struct icmp6_table *t,
     uint32_t spins = 0;
     if (e == NULL || e->rx == NULL || e->slot_size < NLMSG_HDR) {
         return -EINVAL;
+    }
+    struct timespec ts;
+    if (t != NULL && t->fate != NULL && clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        t->fate->now = (uint32_t)ts.tv_sec;  /* the fate table's clock: once per pump */
     }
     while (done < budget && spins++ <= budget) {
         uint64_t left = budget - done;

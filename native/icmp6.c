@@ -23,6 +23,8 @@
  *    EXT_HEADER_OVERRUN (inside an extension header) or
  *    ICMPV6_HEADER_TRUNCATED (ICMPv6 with < 4 octets). A short TCP/UDP
  *    header only clears chain_complete.
+ *  - frag_next is the Fragment header's own Next Header field: for a
+ *    non-first fragment it names the first header of the fragmentable part.
  *  - ND checks are RFC 4861 only; fragmented ND (RFC 6980) is left to the
  *    rule frag mask. Checksum and AH are not verified. An option counts as
  *    carried as soon as its type and length octets are present.
@@ -154,6 +156,7 @@ static void read_fragment(const uint8_t *f, struct icmp6_view *out)
     out->frag_offset = (uint16_t)(off_flags & 0xfff8u);
     out->frag_more = (uint8_t)(off_flags & 1u);
     out->frag_id = be32(f + 4);
+    out->frag_next = f[0];
     if (out->frag_offset > 0) {
         out->frag_status = ICMP6_FRAG_NON_FIRST;
     } else {
@@ -345,6 +348,7 @@ static void view_init(struct icmp6_view *out)
     out->dst_mcast_scope = ICMP6_MCAST_SCOPE_NONE;
     out->upper_layer = -1;
     out->frag_status = ICMP6_FRAG_NONE;
+    out->frag_next = -1;
     out->icmpv6_type = -1;
     out->icmpv6_code = -1;
     out->nd_valid = -1;
@@ -494,6 +498,109 @@ int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
 }
 
 /* contract: see icmp6.h. */
+int icmp6_is_non_icmpv6(const struct icmp6_view *v)
+{
+    if (v == NULL || v->malformed != 0) {
+        return 0;
+    }
+    if (v->frag_status == ICMP6_FRAG_NON_FIRST) {
+        /* The Fragment header names the first header of the fragmentable
+         * part: a protocol there is the datagram's upper layer. */
+        return v->frag_next >= 0 && v->frag_next != NH_ICMPV6 &&
+               !is_ext_header((uint8_t)v->frag_next);
+    }
+    return v->chain_complete && v->upper_layer >= 0 && v->upper_layer != NH_ICMPV6;
+}
+
+/* contract: the slot of (src, dst, id, hook) in f (f->n_slots > 0): FNV-1a over
+ * (src, dst, id), mixed with the seed so a sender cannot pick another
+ * datagram's slot, plus the hook: a packet judged at two hooks (prerouting and
+ * forward) has a decision at each, in neighbouring slots that never collide. */
+static struct icmp6_fate_entry *fate_slot(const struct icmp6_fate *f, const struct icmp6_view *v,
+                                          uint32_t hook)
+{
+    uint32_t h = 2166136261u ^ f->seed;
+    for (size_t i = 0; i < 16; i++) {
+        h = (h ^ v->src[i]) * 16777619u;
+        h = (h ^ v->dst[i]) * 16777619u;
+    }
+    for (unsigned s = 0; s < 32; s += 8) {
+        h = (h ^ ((v->frag_id >> s) & 0xffu)) * 16777619u;
+    }
+    h ^= h >> 15;
+    return &f->slots[((h % f->n_slots) + hook) % f->n_slots];
+}
+
+/* contract: 1 and *decision if f remembers v's datagram at hook (fresh, and a
+ * decision not above limit), else 0. */
+static int fate_find(const struct icmp6_fate *f, const struct icmp6_view *v, uint32_t hook,
+                     uint32_t limit, uint32_t *decision)
+{
+    if (f->slots == NULL || f->n_slots == 0) {
+        return 0;
+    }
+    const struct icmp6_fate_entry *e = fate_slot(f, v, hook);
+    if (!e->used || e->id != v->frag_id || e->hook != hook || memcmp(e->src, v->src, 16) != 0 ||
+        memcmp(e->dst, v->dst, 16) != 0 || (uint32_t)(f->now - e->stamp) > f->ttl ||
+        e->decision > limit) {
+        return 0;
+    }
+    *decision = e->decision;
+    return 1;
+}
+
+/* contract: remember that v's datagram (a first fragment) got decision at hook. */
+static void fate_store(struct icmp6_fate *f, const struct icmp6_view *v, uint32_t hook,
+                       uint32_t decision)
+{
+    if (f->slots == NULL || f->n_slots == 0) {
+        return;
+    }
+    struct icmp6_fate_entry *e = fate_slot(f, v, hook);
+    memcpy(e->src, v->src, 16);
+    memcpy(e->dst, v->dst, 16);
+    e->id = v->frag_id;
+    e->hook = hook;
+    e->decision = decision;
+    e->stamp = f->now;
+    e->used = 1;
+    f->stored++;
+    f->last = ICMP6_FATE_STORED;
+}
+
+/* contract: index of the first rule of t matching v (t->n_rules if none). */
+static uint32_t walk_rules(const struct icmp6_table *t, const struct icmp6_view *v,
+                           uint32_t hook, uint32_t indev, uint32_t outdev)
+{
+    uint32_t n = t->rules != NULL ? t->n_rules : 0;
+    uint32_t i = n;
+    if (t->cand_off != NULL && t->cand != NULL) {
+        uint32_t k = (v->icmpv6_type >= 0 && v->icmpv6_type < 256)
+                         ? (uint32_t)v->icmpv6_type : 256u;
+        uint32_t lo = t->cand_off[k];
+        uint32_t hi = t->cand_off[k + 1u];
+        if (hi > t->n_cand) {
+            hi = t->n_cand;
+        }
+        for (uint32_t j = lo; j < hi; j++) {
+            uint32_t r = t->cand[j];
+            if (r < n && icmp6_rule_matches(t, &t->rules[r], v, hook, indev, outdev)) {
+                i = r;
+                break;
+            }
+        }
+    } else {
+        i = 0;
+        while (i < n && !icmp6_rule_matches(t, &t->rules[i], v, hook, indev, outdev)) {
+            i++;
+        }
+    }
+    return i == n ? t->n_rules : i;
+}
+
+/* contract: see icmp6.h. Order: a remembered datagram first (reassembly takes
+ * the upper layer from the first fragment, so its decision is the
+ * datagram's), then other traffic, then the rule walk. */
 uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
                         size_t len, uint32_t hook, uint32_t indev,
                         uint32_t outdev, struct icmp6_view *scratch)
@@ -506,31 +613,28 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
         scratch = &local;
     }
     icmp6_parse(buf, len, t->ext_limit, scratch);
-    uint32_t n = t->rules != NULL ? t->n_rules : 0;
-    uint32_t i = n;
-    if (t->cand_off != NULL && t->cand != NULL) {
-        uint32_t k = (scratch->icmpv6_type >= 0 && scratch->icmpv6_type < 256)
-                         ? (uint32_t)scratch->icmpv6_type : 256u;
-        uint32_t lo = t->cand_off[k];
-        uint32_t hi = t->cand_off[k + 1u];
-        if (hi > t->n_cand) {
-            hi = t->n_cand;
-        }
-        for (uint32_t j = lo; j < hi; j++) {
-            uint32_t r = t->cand[j];
-            if (r < n && icmp6_rule_matches(t, &t->rules[r], scratch, hook, indev, outdev)) {
-                i = r;
-                break;
-            }
-        }
-    } else {
-        i = 0;
-        while (i < n && !icmp6_rule_matches(t, &t->rules[i], scratch, hook, indev, outdev)) {
-            i++;
+    struct icmp6_fate *f = t->fate;
+    uint32_t top = t->non_icmpv6 ? t->n_rules + 1u : t->n_rules;
+    uint32_t i = 0;
+    int decided = 0;
+    if (f != NULL) {
+        f->last = ICMP6_FATE_NONE;
+        if (scratch->frag_status == ICMP6_FRAG_NON_FIRST) {
+            decided = fate_find(f, scratch, hook, top, &i);
+            f->last = decided ? ICMP6_FATE_FOLLOWED : ICMP6_FATE_UNKNOWN;
+            f->followed += (uint64_t)decided;
+            f->unknown += (uint64_t)!decided;
         }
     }
-    if (i == n) {
-        i = t->n_rules;
+    if (!decided) {
+        if (t->non_icmpv6 && icmp6_is_non_icmpv6(scratch)) {
+            i = t->n_rules + 1u;
+        } else {
+            i = walk_rules(t, scratch, hook, indev, outdev);
+        }
+        if (f != NULL && scratch->frag_status == ICMP6_FRAG_FIRST) {
+            fate_store(f, scratch, hook, i);
+        }
     }
     if (t->hits != NULL) {
         t->hits[i]++;

@@ -107,6 +107,7 @@ struct icmp6_view {
     uint8_t frag_more;
     uint16_t frag_offset;          /* in octets */
     uint32_t frag_id;
+    int16_t frag_next;             /* Next Header field of that Fragment header, -1 if none */
     /* ICMPv6 */
     int16_t icmpv6_type;           /* -1 unless the 4-octet ICMPv6 header is present */
     int16_t icmpv6_code;
@@ -152,13 +153,52 @@ struct icmp6_rule {
     int64_t mtu_max;
 };
 
+/* What classify did with a fragment (icmp6_fate.last). */
+enum icmp6_fate_how {
+    ICMP6_FATE_NONE = 0,       /* not a fragment with a fate, or no fate table */
+    ICMP6_FATE_STORED = 1,     /* a first fragment: its decision was remembered */
+    ICMP6_FATE_FOLLOWED = 2,   /* a non-first fragment got its first fragment's decision */
+    ICMP6_FATE_UNKNOWN = 3     /* a non-first fragment whose first fragment is not remembered */
+};
+
+/* One remembered datagram: the decision its first fragment got. */
+struct icmp6_fate_entry {
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint32_t id;                 /* Fragment header Identification */
+    uint32_t hook;               /* where the first fragment was judged */
+    uint32_t decision;           /* what icmp6_classify returned for the first fragment */
+    uint32_t stamp;              /* fate.now when stored */
+    uint32_t used;               /* 1: the slot holds a datagram */
+};
+
+/* The fragment fate table: caller-owned, bounded, one slot per hash of
+ * (src, dst, id, hook); a newer datagram overwrites an older one in its
+ * slot. A non-first
+ * fragment whose datagram is remembered gets the same decision (verdict and
+ * mark) as its first fragment, without a rule walk; any other non-first
+ * fragment is judged as before. Forgetting is safe: a datagram whose first
+ * fragment was dropped cannot be reassembled whatever happens to the rest. */
+struct icmp6_fate {
+    struct icmp6_fate_entry *slots;
+    uint32_t n_slots;            /* 0: nothing is remembered */
+    uint32_t ttl;                /* seconds an entry is followed (reassembly gives up at 60) */
+    uint32_t now;                /* the caller's clock in seconds, kept current by the caller */
+    uint32_t seed;               /* hash key, so a sender cannot aim at another's slot */
+    uint32_t last;               /* enum icmp6_fate_how of the last classify call */
+    uint64_t stored;             /* first fragments remembered */
+    uint64_t followed;           /* non-first fragments given their datagram's decision */
+    uint64_t unknown;            /* non-first fragments of no remembered datagram */
+};
+
 struct icmp6_table {
     uint32_t n_rules;
     const struct icmp6_rule *rules;  /* in evaluation order */
     uint8_t type_role[256];          /* enum icmp6_role bit of each ICMPv6 type */
     uint8_t type_ike[256];           /* enum icmp6_ike bit of each ICMPv6 type */
     uint32_t ext_limit;              /* passed on to icmp6_parse */
-    uint64_t *hits;                  /* n_rules + 1 counters; [n_rules] = no match */
+    uint64_t *hits;                  /* n_rules + 1 counters (+ 2 with non_icmpv6);
+                                        [n_rules] = no match, [n_rules + 1] = non-ICMPv6 */
     uint64_t *type_hits;             /* 256 counters by ICMPv6 type, or NULL */
     /* Optional per-type candidates, so a packet visits only rules that can match
      * its type: cand[cand_off[k] .. cand_off[k+1]) lists, in evaluation order,
@@ -168,6 +208,10 @@ struct icmp6_table {
     const uint32_t *cand_off;        /* 258 offsets into cand */
     const uint32_t *cand;
     uint32_t n_cand;                 /* entries in cand */
+    /* 1: a packet icmp6_is_non_icmpv6() calls other traffic gets index
+     * n_rules + 1 without a rule walk (rules are written for ICMPv6). */
+    uint32_t non_icmpv6;
+    struct icmp6_fate *fate;         /* NULL: every fragment is walked like any packet */
 };
 
 /* contract: parse buf[0..len) as an IPv6 packet into *out; never reads outside
@@ -187,10 +231,18 @@ int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
 uint32_t icmp6_index_candidates(const struct icmp6_table *t, uint32_t *cand_off,
                                 uint32_t *cand, uint32_t cap);
 
-/* contract: parse buf into *scratch, walk t->rules in order, count the hit
- * in t->hits and the ICMPv6 type in t->type_hits (each if non-NULL) and
- * return the index of the first matching rule, or t->n_rules when none
- * matches. */
+/* contract: 1 iff v is complete, well-formed traffic that is not ICMPv6:
+ * not malformed and either (a) its whole chain up to an upper layer other
+ * than ICMPv6 is present, or (b) a non-first fragment whose Fragment header
+ * names a protocol other than ICMPv6 that is not an extension header. */
+int icmp6_is_non_icmpv6(const struct icmp6_view *v);
+
+/* contract: parse buf into *scratch; a non-first fragment of a datagram in
+ * t->fate gets its first fragment's index; else, with t->non_icmpv6, other
+ * traffic gets n_rules + 1; else walk t->rules in order. A first fragment's
+ * result is stored in t->fate. Count the hit in t->hits and the ICMPv6 type
+ * in t->type_hits (each if non-NULL) and return the index: of the first
+ * matching rule, t->n_rules when none matches, n_rules + 1 for non-ICMPv6. */
 uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
                         size_t len, uint32_t hook, uint32_t indev,
                         uint32_t outdev, struct icmp6_view *scratch);

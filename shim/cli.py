@@ -93,6 +93,11 @@ def _stats_text(snap: dict[str, object]) -> str:
     if log.get("failures") or log.get("dropped"):
         lines.append(f"log: now to {log.get('sink')}, {log.get('failures')} write errors, "
                      f"{log.get('dropped')} lines lost")
+    frags = cast(dict[str, int], snap.get("fragments") or {})
+    if "non_icmpv6" in snap or frags:
+        lines.append(f"not ICMPv6 (accepted unjudged): {snap.get('non_icmpv6', 0)}; non-first "
+                     f"fragments: {frags.get('followed', 0)} followed their first fragment, "
+                     f"{frags.get('unknown', 0)} of no remembered datagram")
     eng = cast(dict[str, int], snap.get("engine") or {})
     if eng.get("send_errors") or eng.get("verdicts_lost") or eng.get("nl_errors"):
         lines.append(f"engine: {eng.get('send_errors', 0)} failed sends, {eng.get('verdicts_lost', 0)} "
@@ -298,6 +303,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 continue
             view = parse(rec.packet, compiled.config.settings.ext_limit)
             d = compiled.table.decisions[compiled.native.classify(rec.packet, hook, 0, 0)]
+            # A non-first fragment of a datagram seen earlier in the file gets its first
+            # fragment's decision (as on the packet path); say so, the rule is not its own.
+            follows = compiled.native.last_fate() == "followed"
             if args.plot:
                 tally[verdict_key(view, d)] += 1
             if other is not None:
@@ -313,9 +321,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                           f"{view.src} -> {view.dst}: {_short(d)} -> {_short(d2)}")
                 continue
             if args.json:
-                print(json.dumps({"index": rec.index, **_packet_json(view), "decision": d.as_json()}))
+                print(json.dumps({"index": rec.index, **_packet_json(view), "decision": d.as_json(),
+                                  "follows_first_fragment": follows}))
             else:
-                print(f"{rec.index}: {_describe(view)}: {_short(d)}")
+                print(f"{rec.index}: {_describe(view)}: {_short(d)}"
+                      + (" (as its first fragment)" if follows else ""))
     if other is not None:
         print(f"# {sum(changed.values())} of {total} packets change verdict", file=sys.stderr)
         for k, v in sorted(changed.items()):
@@ -341,6 +351,8 @@ def _describe(view: object) -> str:
     v = view
     t = getattr(v, "icmpv6_type")
     base = f"{getattr(v, 'src')} -> {getattr(v, 'dst')}"
+    if t is None and getattr(v, "frag_status") == "non_first":
+        return f"{base} non-first fragment id {getattr(v, 'frag_id'):#x}"
     if t is None:
         return f"{base} no ICMPv6 header (upper layer {getattr(v, 'upper_layer')})"
     flags = ",".join(getattr(v, "malformed"))

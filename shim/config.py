@@ -54,7 +54,7 @@ MAX_DROPINS = 1024
 MAX_RULES = 20_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MARK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_RESERVED_NAMES = frozenset({"no-match", "on-error"})
+_RESERVED_NAMES = frozenset({"no-match", "on-error", "non-icmpv6"})
 _ROLES = {"link-local": Role.LINK_LOCAL, "end-to-end": Role.END_TO_END,
           "any-to-end": Role.ANY_TO_END, "unclassified": Role.UNCLASSIFIED}
 _IKE = {"must-not": IkeUse.MUST_NOT, "should-not": IkeUse.SHOULD_NOT,
@@ -291,6 +291,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
                  "nd_rate": ("budget_nd_rate", cv.integer(0, 1_000_000)),
                  "error_rate": ("budget_error_rate", cv.integer(0, 1_000_000)),
                  "other_rate": ("budget_other_rate", cv.integer(0, 1_000_000)),
+                 "headers_rate": ("budget_headers_rate", cv.integer(0, 1_000_000)),
                  "over_budget": ("budget_verdict", cv.choice({k: k for k in ("drop", "accept")})),
                  "interfaces": ("budget_interfaces",
                                 lambda v: tuple(sorted(cv.many(cv.ifname)(v))) if v != [] else ())},

@@ -10,7 +10,9 @@ One door to each foreign tool (`nft`, `ip6tables`). Invariants:
 - install() is idempotent (starting twice never duplicates a rule) and
   remove() is idempotent (removing what is not there is not an error);
 - `auto` probes the running kernel with `nft --check`, which sends the rules to
-  the kernel and aborts the transaction, so the probe changes nothing.
+  the kernel and aborts the transaction, so the probe changes nothing;
+- both backends render their rule lines from one list, DIVERTED: what the
+  policy must see is said once.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from shim.model import Backend, Hook, Settings
 
 __all__ = [
     "BUDGET_CLASSES",
+    "DIVERTED",
     "IPT_CHAIN",
     "BudgetSpec",
     "DiversionCounters",
     "NFT_TABLE",
+    "Divert",
     "Diversion",
     "IptablesDiversion",
     "NftDiversion",
@@ -54,13 +58,60 @@ IPT_TABLE = "mangle"  # mangle runs before filter: later filter rules and xfrm s
 _NFT_HOOK = {h: h.name.lower() for h in Hook}
 _IPT_CHAIN = {h: h.name for h in Hook}
 
-# Budget classes (issue 16): (name, ICMPv6 types); None is every type the others do not name.
-# ND and the four RFC 4443 errors get buckets of their own, so an echo or node-information
-# flood on a link cannot starve that link's ND or PMTUD either.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Divert:
+    """One line of what is diverted, in the words of both backends.
+
+    The lines are evaluated in order; a packet leaves at the first that matches:
+    into the queue, or (queue False) back to the ruleset, not diverted.
+    """
+
+    what: str
+    nft: str                           # the match in nft syntax ("" = every packet)
+    ipt: tuple[tuple[str, ...], ...]   # one ip6tables match per rule (() = every packet)
+    queue: bool = True
+    # The budget it is charged to: the class of its ICMPv6 type (plain ICMPv6), or
+    # "headers", the one budget of everything diverted for its header chain.
+    by_type: bool = False
+
+
+# What the policy must see. The kernel's own header walk (ipv6_find_hdr, as
+# `meta l4proto` and `-p` use it) cannot find the upper layer in a first fragment
+# whose chain continues in the next fragment, stops at AH for nft, and knows fewer
+# extension headers than the shim's parser: matching only ICMPv6 let such packets
+# pass unjudged. Fragments come first: legacy ip6tables' `-p` drops ("hotdrop") a
+# non-first fragment whose Fragment header names an extension header before any
+# later line could queue it. Every line is for IPv6 only (the nft table is inet).
+DIVERTED: tuple[Divert, ...] = (
+    Divert(what="every fragment, first and non-first: the shim judges the first by its "
+                "own header walk (RFC 7112) and gives the rest their datagram's decision",
+           nft="exthdr frag exists", ipt=(("-m", "frag"),)),
+    Divert(what="every packet with AH: nft's walk stops at AH, so ICMPv6 behind it "
+                "is not 'meta l4proto ipv6-icmp'",
+           nft="meta l4proto ah", ipt=(("-m", "ah"),)),
+    Divert(what="ICMPv6", nft="meta l4proto ipv6-icmp", ipt=(("-p", "ipv6-icmp"),),
+           by_type=True),
+    Divert(what="Mobility, HIP, Shim6 and the experimental 253/254: extension headers to "
+                "the shim's parser (RFC 7045), upper layers to the kernel's walk",
+           nft="meta l4proto { 135, 139, 140, 253, 254 }",
+           ipt=tuple(("-p", str(p)) for p in (135, 139, 140, 253, 254))),
+    Divert(what="any other upper layer the kernel's walk found: not diverted",
+           nft="meta l4proto != ipv6-icmp", ipt=(("!", "-p", "ipv6-icmp"),), queue=False),
+    Divert(what="the rest: the kernel's walk found no upper layer (meta l4proto is unset, "
+                "so the line above does not match)", nft="", ipt=((),)),
+)
+
+
+# Budget classes (issue 16): (name, ICMPv6 types); None is every type the others do not name,
+# () is "headers": what DIVERTED queues for its header chain rather than as plain ICMPv6
+# (fragments, AH, other extension headers, failed walks), which has no type to read. ND and
+# the four RFC 4443 errors get buckets of their own, so an echo or node-information flood on
+# a link cannot starve that link's ND or PMTUD either, and a fragment flood none of them.
 BUDGET_CLASSES: tuple[tuple[str, tuple[int, ...] | None], ...] = (
     ("nd", (133, 134, 135, 136, 137)),
     ("error", (1, 2, 3, 4)),
     ("other", None),
+    ("headers", ()),
 )
 # Hooks whose packets are charged to the interface they came in on; the others (output,
 # postrouting) to the one they leave by. A forwarded packet is charged to its ingress only,
@@ -90,7 +141,7 @@ class BudgetSpec:
 def budget_spec(settings: Settings) -> BudgetSpec | None:
     """The [overload] settings as a BudgetSpec; None when budgets are off."""
     rates = (("nd", settings.budget_nd_rate), ("error", settings.budget_error_rate),
-             ("other", settings.budget_other_rate))
+             ("other", settings.budget_other_rate), ("headers", settings.budget_headers_rate))
     if not settings.budget or not any(rate for _n, rate in rates):
         return None
     return BudgetSpec(rates=tuple((n, r) for n, r in rates if r), verdict=settings.budget_verdict,
@@ -205,7 +256,9 @@ class NftDiversion:
         return [f"  set budget_{name}_{d} {{ type iface_index; flags dynamic, timeout; "
                 f"timeout 60s; size 4096; }}" for name, _t, _r in b.classes() for d in directions]
 
-    def _budget_rules(self, hook: Hook) -> list[str]:
+    def _budget_rules(self, hook: Hook, line: Divert) -> list[str]:
+        """The budget rules in front of one DIVERTED queue line, with that line's match:
+        by ICMPv6 type for plain ICMPv6, the "headers" budget for the rest."""
         b = self.spec.budget
         if b is None:
             return []
@@ -214,15 +267,39 @@ class NftDiversion:
         named = sorted(t for _n, types in BUDGET_CLASSES if types for t in types)
         lines = []
         for name, types, rate in b.classes():
-            test = ("icmpv6 type { " + ", ".join(map(str, types)) + " }" if types is not None
-                    else "icmpv6 type != { " + ", ".join(map(str, named)) + " }")
-            lines.append(f"    meta l4proto ipv6-icmp {test} update @budget_{name}_{d} "
-                         f"{{ {key} limit rate over {rate}/second burst {rate} packets }} "
-                         f"counter {b.verdict} comment \"budget {name} {d}\"")
+            if line.by_type != (types != ()):
+                continue
+            test = ("" if types == () else "icmpv6 type { " + ", ".join(map(str, types)) + " }"
+                    if types is not None else "icmpv6 type != { " + ", ".join(map(str, named)) + " }")
+            lines.append(" ".join(filter(None, (
+                "meta nfproto ipv6", line.nft, test, f"update @budget_{name}_{d}",
+                f"{{ {key} limit rate over {rate}/second burst {rate} packets }}",
+                f"counter {b.verdict} comment \"budget {name} {d}\""))))
         return lines
 
-    def render(self) -> str:
-        """The ruleset as `nft -f` input; replaces any earlier copy atomically."""
+    def rule_lines(self, hook: Hook, queue: str | None = None) -> list[str]:
+        """The rules of one hook's chain: DIVERTED's lines, each queue line preceded by the
+        budget lines of the packets it queues.
+
+        Args:
+            queue: a statement in place of the queue statement (e.g. "counter", so
+                `nft --check` can validate the matches on a kernel without `queue`).
+        """
+        stmt = queue if queue is not None else self._queue_stmt()
+        lines = []
+        for d in DIVERTED:
+            if d.queue:
+                lines += self._budget_rules(hook, d)
+            lines.append(" ".join(filter(None, ("meta nfproto ipv6", d.nft,
+                                                stmt if d.queue else "return"))))
+        return lines
+
+    def render(self, queue: str | None = None) -> str:
+        """The ruleset as `nft -f` input; replaces any earlier copy atomically.
+
+        Args:
+            queue: see rule_lines; None renders what install() installs.
+        """
         table = self.spec.nft_table
         lines = [f"table inet {table} {{", "}", f"delete table inet {table}",
                  f"table inet {table} {{", *self._budget_sets()]
@@ -230,8 +307,7 @@ class NftDiversion:
             lines += [
                 f"  chain {_NFT_HOOK[hook]} {{",
                 f"    type filter hook {_NFT_HOOK[hook]} priority {self.spec.priority}; policy accept;",
-                *self._budget_rules(hook),
-                f"    meta l4proto ipv6-icmp {self._queue_stmt()}",
+                *(f"    {rule}" for rule in self.rule_lines(hook, queue)),
                 "  }",
             ]
         lines.append("}")
@@ -318,36 +394,24 @@ class IptablesDiversion:
 
 
     def _budget_args(self) -> list[list[str]]:
-        """ip6tables arguments that lay the budgets: a direction chain per hook kind classifies
-        by type and goes to a class chain; each class chain holds one hashlimit bucket per
-        interface. Jumped to before ICMP6_SHIM, so the queue only sees what is within budget."""
+        """ip6tables arguments that lay the budgets: a direction chain per hook kind sorts each
+        packet DIVERTED queues into its class (by ICMPv6 type, or "headers" for what is
+        diverted for its header chain) and goes to that class's chain, which holds one
+        hashlimit bucket per interface. Jumped to before the queue chain, so the queue only
+        sees what is within budget; what DIVERTED does not queue returns at once."""
         b = self.spec.budget
         if b is None:
             return []
-        limited = {name: (types, rate) for name, types, rate in b.classes()}
+        limited = {name: rate for name, _types, rate in b.classes()}
         target = "ACCEPT" if b.verdict == "accept" else "DROP"
         ifaces = self._interfaces()
         out: list[list[str]] = []
-        directions = sorted({_direction(h) for h in self.spec.hooks})
-        for d in directions:
+        for d in sorted({_direction(h) for h in self.spec.hooks}):
             chain, flag = f"{self.spec.ipt_chain}_{d.upper()}", "-i" if d == "in" else "-o"
             out.append(["-N", chain])
-            for name, types in BUDGET_CLASSES:
+            for name, rate in limited.items():
                 cls = f"{chain}_{name.upper()}"
-                if name not in limited:
-                    # No budget for this class: its types must not fall into "other" either.
-                    out += [["-A", chain, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", str(t),
-                             "-j", "RETURN"] for t in types or ()]
-                    if types is None:
-                        out.append(["-A", chain, "-j", "RETURN"])
-                    continue
-                rate = limited[name][1]
                 out.append(["-N", cls])
-                # -g, not -j: the class chain's end returns past the direction chain's jump,
-                # so a packet is charged to exactly one class.
-                out += ([["-A", chain, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", str(t),
-                          "-g", cls] for t in types] if types is not None
-                        else [["-A", chain, "-p", "ipv6-icmp", "-g", cls]])
                 limit = ["-m", "hashlimit", "--hashlimit-above", f"{rate}/sec",
                          "--hashlimit-burst", str(rate)]
                 tag = f"i6s{self.spec.first}{name[0]}{d[0]}"
@@ -356,16 +420,49 @@ class IptablesDiversion:
                                 "-j", target])
                     out.append(["-A", cls, flag, ifname, "-j", "RETURN"])
                 out.append(["-A", cls, *limit, "--hashlimit-name", f"{tag}x", "-j", target])
+
+            def to(name: str) -> list[str]:
+                # -g, not -j: the class chain's end returns past the direction chain's jump,
+                # so a packet is charged to exactly one class; a class without a budget
+                # returns at once (its packets must not fall into a later class either).
+                return ["-g", f"{chain}_{name.upper()}"] if name in limited else ["-j", "RETURN"]
+
+            # In DIVERTED's order, so a packet is sorted by the line that would queue it
+            # (a fragmented echo request is charged to "headers", as it is queued for that).
+            for line in DIVERTED:
+                for match in line.ipt:
+                    if not line.queue:
+                        out.append(["-A", chain, *match, "-j", "RETURN"])
+                    elif not line.by_type:
+                        out.append(["-A", chain, *match, *to("headers")])
+                    else:
+                        for name, types in BUDGET_CLASSES:
+                            if types:
+                                out += [["-A", chain, *match, "-m", "icmp6", "--icmpv6-type",
+                                         str(t), *to(name)] for t in types]
+                            elif types is None:
+                                out.append(["-A", chain, *match, *to(name)])
         out += [["-I", _IPT_CHAIN[h], "1", "-j", f"{self.spec.ipt_chain}_{_direction(h).upper()}"]
                 for h in self.spec.hooks]
         return out
 
-    def render(self) -> str:
+    def rules(self) -> list[list[str]]:
+        """The rules of the chain, from DIVERTED, as ip6tables -A arguments."""
         chain = self.spec.ipt_chain
-        lines = [f"-N {chain}", f"-A {chain} -p ipv6-icmp " + " ".join(self._target())]
-        lines += [f"-I {_IPT_CHAIN[h]} 1 -j {chain}" for h in self.spec.hooks]
-        lines += [" ".join(args) for args in self._budget_args()]
-        return "\n".join(f"{self.binary} -t {IPT_TABLE} {line}" for line in lines) + "\n"
+        return [["-A", chain, *match, *(self._target() if d.queue else ["-j", "RETURN"])]
+                for d in DIVERTED for match in d.ipt]
+
+    def _commands(self) -> list[list[str]]:
+        """What install() runs, in order (after removing any earlier copy): the chain, its
+        jumps, then the budgets, whose jumps go in front of the chain's."""
+        chain = self.spec.ipt_chain
+        return [["-N", chain], *self.rules(),
+                *(["-I", _IPT_CHAIN[h], "1", "-j", chain] for h in self.spec.hooks),
+                *self._budget_args()]
+
+    def render(self) -> str:
+        return "".join(f"{self.binary} -t {IPT_TABLE} {' '.join(args)}\n"
+                       for args in self._commands())
 
     def probe(self) -> str | None:
         if shutil.which(self.binary) is None:
@@ -374,13 +471,7 @@ class IptablesDiversion:
 
     def install(self) -> None:
         self.remove()
-        chain = self.spec.ipt_chain
-        for args in (
-            ["-N", chain],
-            ["-A", chain, "-p", "ipv6-icmp", *self._target()],
-            *(["-I", _IPT_CHAIN[h], "1", "-j", chain] for h in self.spec.hooks),
-            *self._budget_args(),
-        ):
+        for args in self._commands():
             proc = self._ipt(*args)
             if proc.returncode != 0:
                 self.remove()

@@ -60,5 +60,11 @@ def compile_config(config: Config) -> Compiled:
                     judge=Judge.build(native.classify, table.decisions, shadow), shadow=shadow)
 
 
+# Datagrams whose first fragment's decision the packet path remembers, so their other
+# fragments get the same verdict and mark: 4096 slots of 48 octets, 192 KiB per table.
+FATE_SLOTS = 4096
+
+
 def _native(table: RuleTable, ext_limit: int) -> NativeTable:
-    return NativeTable(table.native_rules(ifindex), table.type_role, table.type_ike, ext_limit)
+    return NativeTable(table.native_rules(ifindex), table.type_role, table.type_ike, ext_limit,
+                       fate_slots=FATE_SLOTS)

@@ -25,7 +25,7 @@ from shim.model import (
     Rule,
     Verdict,
 )
-from shim.rules import IfIndex, RuleTable
+from shim.rules import IfIndex, RuleTable, is_non_icmpv6
 
 __all__ = [
     "covers",
@@ -112,6 +112,10 @@ def format_table(table: RuleTable) -> str:
     lines.append(f"{len(table.rules):>3} {'-':>6} {'settings':8} {nm.rule:34} "
                  f"{describe_verdict(nm.verdict):26} (no rule matched)")
     lines.append(f"{'':>20}{nm.citation}")
+    ni = table.non_icmpv6
+    lines.append(f"{len(table.rules) + 1:>3} {'-':>6} {'settings':8} {ni.rule:34} "
+                 f"{describe_verdict(ni.verdict):26} (not ICMPv6: decided before any rule)")
+    lines.append(f"{'':>20}{ni.citation}")
     return "\n".join(lines)
 
 
@@ -120,6 +124,10 @@ def _rule_json(r: Rule) -> dict[str, object]:
             "verdict": r.verdict.action.value, "mark": r.verdict.mark,
             "mark_name": r.verdict.mark_name, "citation": r.citation,
             "match": describe_match(r.match)}
+
+
+def _upper(view: PacketView) -> int | None:
+    return view.frag_next_header if view.frag_status == "non_first" else view.upper_layer
 
 
 def explain(view: PacketView, table: RuleTable, hook: Hook, indev: int = 0, outdev: int = 0,
@@ -141,6 +149,12 @@ def explain(view: PacketView, table: RuleTable, hook: Hook, indev: int = 0, outd
          "hook": the hook name, "overridden": names of the later matching
          rules, "overridden_rules": one object per such rule}.
     """
+    if is_non_icmpv6(view):  # no rule is consulted: rules are written for ICMPv6
+        d = table.non_icmpv6
+        return {"decision": d.as_json(), "hook": hook.name.lower(), "match": None,
+                "why": f"not ICMPv6 (upper layer {_upper(view)}): accepted without a rule "
+                       "walk, counted as non-icmpv6",
+                "overridden": [], "overridden_rules": []}
     found = list(matches) if matches is not None else table.matches_py(
         view, hook, indev, outdev, ifindex)
     index = found[0] if found else len(table.rules)

@@ -164,6 +164,7 @@ class PacketView:
     frag_offset: int | None
     frag_more: bool | None
     frag_id: int | None
+    frag_next_header: int | None = None  # the Fragment header's own Next Header field
     icmpv6_type: int | None
     icmpv6_code: int | None
     icmpv6_length: int
@@ -287,6 +288,9 @@ class Settings:
     budget_nd_rate: int = 500       # RS, RA, NS, NA, Redirect
     budget_error_rate: int = 500    # Destination Unreachable, Packet Too Big, Time Exceeded, Parameter Problem
     budget_other_rate: int = 1000   # every other ICMPv6 message (echo, MLD, node information, ...)
+    # What is diverted for its header chain, of any protocol: fragments, AH, Mobility/HIP/
+    # Shim6/253/254, failed header walks (shim.diversion.DIVERTED).
+    budget_headers_rate: int = 2000
     budget_verdict: str = "drop"    # over budget: "drop", or "accept" (unjudged, counted)
     budget_interfaces: tuple[str, ...] = ()  # iptables: own buckets (empty: those present at start)
 

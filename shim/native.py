@@ -21,6 +21,7 @@ import functools
 import ipaddress
 import os
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,8 +35,8 @@ from shim.model import (
     PacketView,
 )
 
-__all__ = ["DEFAULT_EXT_LIMIT", "EXT_MAX", "LoggedPacket", "NativeEngine", "NativePlan",
-           "NativeTable", "encode_verdicts", "parse"]
+__all__ = ["DEFAULT_EXT_LIMIT", "EXT_MAX", "FATE_HOW", "FATE_TTL", "LoggedPacket", "NativeEngine",
+           "NativePlan", "NativeTable", "encode_verdicts", "is_non_icmpv6", "parse"]
 
 DEFAULT_EXT_LIMIT = 16
 EXT_MAX: int = int(lib.ICMP6_EXT_MAX)
@@ -43,6 +44,9 @@ _SCOPE_NONE: int = int(lib.ICMP6_MCAST_SCOPE_NONE)
 _ABSENT: int = int(lib.ICMP6_ADDR_ABSENT)
 _FRAG_NONE: int = int(lib.ICMP6_FRAG_NONE)
 _U32 = 0xFFFFFFFF
+FATE_TTL = 60  # seconds: the kernel's reassembly timeout (ip6frag_time), so no datagram outlives it
+# Index = enum icmp6_fate_how.
+FATE_HOW: tuple[str, ...] = ("none", "stored", "followed", "unknown")
 
 
 def _names(bits: int, table: tuple[tuple[int, str], ...]) -> tuple[str, ...]:
@@ -108,6 +112,7 @@ def _view(raw: bytes, size: int) -> PacketView:
         frag_offset=f["frag_offset"] if fragmented else None,
         frag_more=bool(f["frag_more"]) if fragmented else None,
         frag_id=f["frag_id"] if fragmented else None,
+        frag_next_header=f["frag_next"] if fragmented else None,
         icmpv6_type=None if icmp_type < 0 else icmp_type,
         icmpv6_code=None if icmp_code < 0 else icmp_code,
         icmpv6_length=f["icmpv6_length"],
@@ -137,6 +142,13 @@ def parse(data: bytes | bytearray | memoryview,
     v = ffi.new("struct icmp6_view *")
     lib.icmp6_parse(data, len(data), max(0, min(ext_limit, _U32)), v)
     return _view(ffi.buffer(v, _VIEW_SIZE)[:], len(data))
+
+
+def is_non_icmpv6(view_bytes: bytes, ext_limit: int = DEFAULT_EXT_LIMIT) -> bool:
+    """Whether the C parser calls the packet complete non-ICMPv6 traffic (icmp6_is_non_icmpv6)."""
+    v = ffi.new("struct icmp6_view *")
+    lib.icmp6_parse(view_bytes, len(view_bytes), max(0, min(ext_limit, _U32)), v)
+    return bool(lib.icmp6_is_non_icmpv6(v))
 
 
 def _bitset(values: frozenset[int] | None, what: str) -> list[int]:
@@ -192,6 +204,8 @@ class NativeTable:
         "_cand",
         "_cand_off",
         "_classify",
+        "_fate",
+        "_fate_slots",
         "_hits",
         "_matches",
         "_n",
@@ -202,14 +216,21 @@ class NativeTable:
     )
 
     def __init__(self, rules: Sequence[NativeRule], type_role: bytes, type_ike: bytes,
-                 ext_limit: int) -> None:
+                 ext_limit: int, *, fate_slots: int = 0, fate_ttl: int = FATE_TTL) -> None:
         """Build the C table.
+
+        Index n_rules is "no rule matched", n_rules + 1 "not ICMPv6": complete
+        traffic of another protocol never meets a rule, since rules are written
+        for ICMPv6 (a rule naming only a source must not drop fragmented UDP).
 
         Args:
             rules: in evaluation order.
             type_role: 256 octets, enum icmp6_role bit per ICMPv6 type.
             type_ike: 256 octets, enum icmp6_ike bit per ICMPv6 type.
             ext_limit: passed to the parser; clamped by C to 1..EXT_MAX.
+            fate_slots: datagrams the fragment fate table remembers (0: none, so
+                every non-first fragment is walked like any packet).
+            fate_ttl: seconds a remembered datagram is followed.
 
         Raises:
             ValueError: a table is not 256 octets or a rule field is out of range.
@@ -223,7 +244,11 @@ class NativeTable:
         self._rules = ffi.new("struct icmp6_rule[]", max(self._n, 1))
         for i, rule in enumerate(rules):
             _fill_rule(self._rules[i], rule)
-        self._hits = ffi.new("uint64_t[]", self._n + 1)
+        if not 0 <= fate_slots <= 1 << 20:
+            raise ValueError(f"fate_slots {fate_slots} is outside 0..{1 << 20}")
+        if not 0 <= fate_ttl <= _U32:
+            raise ValueError(f"fate_ttl {fate_ttl} is outside 0..2**32-1")
+        self._hits = ffi.new("uint64_t[]", self._n + 2)
         self._type_hits = ffi.new("uint64_t[]", 256)
         self._table = ffi.new("struct icmp6_table *")
         self._table.n_rules = self._n
@@ -233,6 +258,17 @@ class NativeTable:
         self._table.ext_limit = ext_limit
         self._table.hits = self._hits
         self._table.type_hits = self._type_hits
+        self._table.non_icmpv6 = 1
+        # The fate table lives as long as this table: the decisions it remembers are
+        # indexes into this table, so a reload starts with an empty one.
+        self._fate_slots = ffi.new("struct icmp6_fate_entry[]", max(fate_slots, 1))
+        self._fate = ffi.new("struct icmp6_fate *") if fate_slots else None
+        if self._fate is not None:
+            self._fate.slots, self._fate.n_slots = self._fate_slots, fate_slots
+            self._fate.ttl = fate_ttl
+            self._fate.seed = int.from_bytes(os.urandom(4), "little")
+            self._fate.now = int(time.monotonic())
+            self._table.fate = self._fate
         # Per-type candidate lists: a packet visits only the rules its type can match,
         # so the walk costs what its type's rules cost, not what the whole table does.
         cap = 257 * self._n + 1
@@ -257,6 +293,8 @@ class NativeTable:
 
         The hot path: one C call, which also counts the rule and ICMPv6 type hits.
         """
+        if self._fate is not None:
+            self._fate.now = int(time.monotonic())  # the batched engine sets it once per pump
         index: int = self._classify(self._table, data, len(data), hook, indev, outdev,
                                     self._scratch)
         return index
@@ -284,8 +322,19 @@ class NativeTable:
         return parse(data, int(self._table.ext_limit))
 
     def hits(self) -> list[int]:
-        """A copy of the hit counters: one per rule, then the no-match count."""
-        return list(self._hits[0:self._n + 1])
+        """A copy of the hit counters: one per rule, then no-match, then non-ICMPv6."""
+        return list(self._hits[0:self._n + 2])
+
+    def fate_counters(self) -> dict[str, int]:
+        """The fragment fate table's counters (zeros when it is off)."""
+        f = self._fate
+        if f is None:
+            return {"stored": 0, "followed": 0, "unknown": 0}
+        return {"stored": int(f.stored), "followed": int(f.followed), "unknown": int(f.unknown)}
+
+    def last_fate(self) -> str:
+        """What the last classify() did with a fragment: a FATE_HOW name."""
+        return FATE_HOW[int(self._fate.last)] if self._fate is not None else "none"
 
     def type_hits(self) -> list[int]:
         """A copy of the per-ICMPv6-type counters of classify() (index = type)."""
@@ -293,7 +342,7 @@ class NativeTable:
 
     def reset_hits(self) -> None:
         """Zero every hit counter, per rule and per type."""
-        ffi.memmove(self._hits, bytes(8 * (self._n + 1)), 8 * (self._n + 1))
+        ffi.memmove(self._hits, bytes(8 * (self._n + 2)), 8 * (self._n + 2))
         ffi.memmove(self._type_hits, bytes(8 * 256), 8 * 256)
 
 

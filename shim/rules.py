@@ -7,7 +7,9 @@ evaluated first, as in nftables and xfrm.
 Rule 2: a user rule named like a default replaces that default wholesale;
 without its own priority it takes the default's place.
 Rule 3: every packet gets exactly one Decision: the first matching rule's,
-or the explicit Settings.no_match one, which is last in `decisions`, so the
+the explicit Settings.no_match one (index len(rules)), or, for complete
+traffic that is not ICMPv6 (`is_non_icmpv6`), the fixed non-ICMPv6 accept
+(index len(rules) + 1, never a rule: rules are written for ICMPv6), so the
 index the C walk returns maps straight to a Decision.
 Pure: no I/O, no logging; same inputs give the same table.
 """
@@ -47,7 +49,9 @@ __all__ = [
     "Rule",
     "RuleTable",
     "build_table",
+    "NON_ICMPV6",
     "compile_match",
+    "is_non_icmpv6",
     "match_py",
     "order_key",
     "resolve_ifindex",
@@ -56,6 +60,31 @@ __all__ = [
 
 USER_DEFAULT_PRIORITY = 0  # a user rule without a priority: above the default band
 IfIndex = Callable[[str], int]
+_ICMPV6 = 58
+# Next Header values the parser steps over (native/icmp6.c is_ext_header).
+_EXT_HEADERS = frozenset({0, 43, 44, 51, 60, 135, 139, 140, 253, 254})
+
+# What reaches the queue only because the diversion takes every fragment, AH packet and
+# failed header walk: accepted without a rule walk, counted apart (hits[len(rules) + 1]).
+NON_ICMPV6 = Decision(
+    verdict=Verdict(action=Action.ACCEPT), rule="non-icmpv6", origin=Origin.SETTINGS,
+    priority=None, citation="RFC 8200 §4, §4.5 (the upper layer is not ICMPv6)",
+    description="complete traffic of another protocol (e.g. fragmented UDP, TCP behind AH): "
+                "the rules judge ICMPv6 only")
+
+
+def is_non_icmpv6(v: PacketView) -> bool:
+    """The reference of C icmp6_is_non_icmpv6: complete, well-formed, not ICMPv6.
+
+    A non-first fragment counts when its Fragment header names a protocol (not an
+    extension header) other than ICMPv6: that is the datagram's upper layer.
+    """
+    if v.malformed:
+        return False
+    if v.frag_status == "non_first":
+        nh = v.frag_next_header
+        return nh is not None and nh != _ICMPV6 and nh not in _EXT_HEADERS
+    return v.chain_complete and v.upper_layer is not None and v.upper_layer != _ICMPV6
 
 
 def _no_interfaces(name: str) -> int:
@@ -201,8 +230,13 @@ class RuleTable:
 
     @property
     def no_match(self) -> Decision:
-        """The decision for a packet no rule matches (last in `decisions`)."""
-        return self.decisions[-1]
+        """The decision for a packet no rule matches (index len(rules))."""
+        return self.decisions[len(self.rules)]
+
+    @property
+    def non_icmpv6(self) -> Decision:
+        """The decision for complete non-ICMPv6 traffic (index len(rules) + 1, last)."""
+        return self.decisions[len(self.rules) + 1]
 
     def native_rules(self, ifindex: IfIndex = _no_interfaces) -> list[NativeRule]:
         """Compile every rule, in order, for shim.native.NativeTable.
@@ -223,7 +257,10 @@ class RuleTable:
 
     def index_py(self, view: PacketView, hook: Hook, indev: int = 0, outdev: int = 0,
                  ifindex: IfIndex = _no_interfaces) -> int:
-        """Index of the first matching rule, len(rules) if none (as icmp6_classify)."""
+        """Index of the first matching rule, len(rules) if none, len(rules) + 1 for
+        non-ICMPv6 traffic (as icmp6_classify without a fate table)."""
+        if is_non_icmpv6(view):
+            return len(self.rules) + 1
         for i, r in enumerate(self.rules):
             if match_py(r.match, view, hook, indev, outdev, ifindex=ifindex,
                         type_role=self.type_role, type_ike=self.type_ike):
@@ -296,5 +333,6 @@ def build_table(settings: Settings, user_rules: Sequence[Rule],
     no_match = _settings_decision(settings.no_match, settings, "no-match", "no rule matched")
     on_error = _settings_decision(settings.on_error, settings, "on-error",
                                   "the packet could not be judged (internal error)")
-    return RuleTable(rules=rules, decisions=tuple(_decision(r) for r in rules) + (no_match,),
+    return RuleTable(rules=rules,
+                     decisions=tuple(_decision(r) for r in rules) + (no_match, NON_ICMPV6),
                      error_decision=on_error, replaced=replaced, settings=settings)

@@ -48,6 +48,7 @@ _SOCKET_KEYS = ("control_socket", "metrics_socket", "metrics_group", "prometheus
 RELOAD_TIMEOUT = 60.0
 _FIXED = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
           "budget", "budget_nd_rate", "budget_error_rate", "budget_other_rate",
+          "budget_headers_rate",
           "budget_verdict", "budget_interfaces",
           "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
           "log_format", *_SOCKET_KEYS)
@@ -410,6 +411,10 @@ class Service:
             # Log write failures are the sink's, never packet errors: the verdict stands.
             "log": sink_counters(),
             "verdicts": {k.removeprefix("verdict_"): v for k, v in c.items() if k.startswith("verdict_")},
+            # Traffic of other protocols the wide diversion queues (fragments, AH): accepted
+            # without a rule walk; and what the fragment fate table did (this table only).
+            "non_icmpv6": hits[len(table.rules) + 1] + self._past_hits.get(table.non_icmpv6.rule, 0),
+            "fragments": self.compiled.native.fate_counters(),
             "types": {str(t): n + p for t, (n, p) in enumerate(zip(self.compiled.native.type_hits(),
                                                                    self._past_types)) if n + p},
             "rules": rules,

@@ -304,13 +304,13 @@ class Supervisor:
         """Counters summed over the workers' latest reports."""
         div = self.diversion.counters() if self.diversion is not None else None
         kernel = kernel_queue_stats([w.queue for w in self.workers])
-        total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0,
-                                 "verdicts": {}, "types": {}, "rules": {}}
+        total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0, "non_icmpv6": 0,
+                                 "verdicts": {}, "types": {}, "fragments": {}, "rules": {}}
         for w in self.workers:
             snap = w.snapshot
-            for key in ("packets", "errors", "enobufs"):
+            for key in ("packets", "errors", "enobufs", "non_icmpv6"):
                 total[key] += int(snap.get(key, 0))
-            for key in ("verdicts", "types"):
+            for key in ("verdicts", "types", "fragments"):
                 for k, v in snap.get(key, {}).items():
                     total[key][k] = total[key].get(k, 0) + v
             for r in snap.get("rules", []):
@@ -330,7 +330,8 @@ class Supervisor:
                          "reloads": w.snapshot.get("reloads", 0),
                          "last_reload_error": w.snapshot.get("last_reload_error")}
                         for w in self.workers],
-            **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types")},
+            **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types",
+                                     "non_icmpv6", "fragments")},
             "log": self._log_counters(),
             "rules": list(total["rules"].values()),
             "kernel": kernel,

@@ -284,19 +284,20 @@ class TestOverload:
 
         spec = budget_spec(Settings())
         assert spec is not None and spec.verdict == "drop"
-        assert [name for name, _t, rate in spec.classes() if rate > 0] == ["nd", "error", "other"]
+        assert [name for name, _t, rate in spec.classes() if rate > 0] == \
+            ["nd", "error", "other", "headers"]
 
     def test_keys(self, tmp_path: Path) -> None:
         """Every key reaches its field; a zero rate leaves its class without a budget."""
         from shim.diversion import budget_spec
 
         write(tmp_path, '[overload]\nnd_rate = 50\nerror_rate = 0\nother_rate = 70\n'
-                        'over_budget = "accept"\ninterfaces = ["eth1", "eth0"]\n')
+                        'headers_rate = 90\nover_budget = "accept"\ninterfaces = ["eth1", "eth0"]\n')
         s = load_config(tmp_path).settings
-        assert (s.budget_nd_rate, s.budget_error_rate, s.budget_other_rate, s.budget_verdict,
-                s.budget_interfaces) == (50, 0, 70, "accept", ("eth0", "eth1"))
+        assert (s.budget_nd_rate, s.budget_error_rate, s.budget_other_rate, s.budget_headers_rate,
+                s.budget_verdict, s.budget_interfaces) == (50, 0, 70, 90, "accept", ("eth0", "eth1"))
         spec = budget_spec(s)
-        assert spec is not None and dict(spec.rates) == {"nd": 50, "other": 70}
+        assert spec is not None and dict(spec.rates) == {"nd": 50, "other": 70, "headers": 90}
 
     def test_off(self, tmp_path: Path) -> None:
         """budget = false lays no budget rule."""

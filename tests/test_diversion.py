@@ -3,14 +3,34 @@
 
 from __future__ import annotations
 
+import subprocess
 
 import pytest
 
-from shim.diversion import (BUDGET_CLASSES, BudgetSpec, IptablesDiversion, NftDiversion, QueueSpec,
-                            choose_backend, parse_ipt_counters, parse_nft_counters)
+from shim.diversion import (BUDGET_CLASSES, DIVERTED, BudgetSpec, IptablesDiversion, NftDiversion,
+                            QueueSpec, choose_backend, parse_ipt_counters, parse_nft_counters)
 from shim.errors import EnvironmentProblem
 from shim.model import Backend, Hook
 from shim.netns import Topology, TopologySpec, NodeSpec, in_netns
+
+
+_QUEUED = sum(1 for d in DIVERTED if d.queue)
+_IPT_QUEUED = sum(len(d.ipt) for d in DIVERTED if d.queue)
+
+
+def _chains(text: str) -> dict[str, list[str]]:
+    """nft -f text -> {chain name: its rule lines (without the type line)}."""
+    chains: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("chain "):
+            current = chains.setdefault(line.split()[1], [])
+        elif line == "}":
+            current = None
+        elif current is not None and not line.startswith("type "):
+            current.append(line)
+    return chains
 
 
 class TestRender:
@@ -18,7 +38,55 @@ class TestRender:
         """One queue with fail-open renders `queue num N bypass` on each hook chain."""
         text = NftDiversion(QueueSpec(first=3, hooks=(Hook.INPUT, Hook.FORWARD))).render()
         assert text.count("meta l4proto ipv6-icmp counter queue num 3 bypass") == 2
+        assert text.count("queue num 3 bypass") == 2 * _QUEUED
         assert "hook input priority -150" in text and "hook forward priority -150" in text
+
+    @pytest.mark.parametrize("hooks", [(Hook.INPUT,), (Hook.INPUT, Hook.OUTPUT, Hook.FORWARD),
+                                       tuple(Hook)])
+    def test_nft_diverts_what_the_policy_must_see(self, hooks: tuple[Hook, ...]) -> None:
+        """Each hook chain: fragments, AH, ICMPv6, the parser's extra extension headers,
+        then a return of every other found upper layer, then a queue of the rest (walk
+        failed), every line for IPv6 only, in this order."""
+        chains = _chains(NftDiversion(QueueSpec(first=1, hooks=hooks)).render())
+        assert sorted(chains) == sorted(h.name.lower() for h in hooks)
+        for rules in chains.values():
+            assert all(r.startswith("meta nfproto ipv6 ") for r in rules)
+            body = [r.removeprefix("meta nfproto ipv6 ") for r in rules]
+            assert body == [
+                "exthdr frag exists counter queue num 1 bypass",
+                "meta l4proto ah counter queue num 1 bypass",
+                "meta l4proto ipv6-icmp counter queue num 1 bypass",
+                "meta l4proto { 135, 139, 140, 253, 254 } counter queue num 1 bypass",
+                "meta l4proto != ipv6-icmp return",
+                "counter queue num 1 bypass",
+            ]
+
+    def test_nft_check_statement_replaces_only_the_queue(self) -> None:
+        """render(queue=...) keeps every match and the return, so --check tests them."""
+        spec = QueueSpec(first=4, hooks=(Hook.FORWARD,))
+        real = NftDiversion(spec).render()
+        counted = NftDiversion(spec).render(queue="counter")
+        assert counted == real.replace("counter queue num 4 bypass", "counter")
+        assert "return" in counted and "queue" not in counted.replace("ipv6-icmp", "")
+
+    def test_iptables_diverts_what_the_policy_must_see(self) -> None:
+        """The chain: -m frag first (legacy -p would hotdrop a non-first fragment naming an
+        extension header), AH, ICMPv6, 135/139/140/253/254, RETURN of the rest, then every
+        packet left (l4proto unset: the kernel's walk failed); one jump per hook."""
+        text = IptablesDiversion(QueueSpec(first=2, hooks=(Hook.INPUT, Hook.FORWARD))).render()
+        lines = [line.removeprefix("ip6tables -t mangle ") for line in text.splitlines()]
+        q = "-j NFQUEUE --queue-num 2 --queue-bypass"
+        assert lines == [
+            "-N ICMP6_SHIM_Q2",
+            f"-A ICMP6_SHIM_Q2 -m frag {q}",
+            f"-A ICMP6_SHIM_Q2 -m ah {q}",
+            f"-A ICMP6_SHIM_Q2 -p ipv6-icmp {q}",
+            *(f"-A ICMP6_SHIM_Q2 -p {p} {q}" for p in (135, 139, 140, 253, 254)),
+            "-A ICMP6_SHIM_Q2 ! -p ipv6-icmp -j RETURN",
+            f"-A ICMP6_SHIM_Q2 {q}",
+            "-I INPUT 1 -j ICMP6_SHIM_Q2",
+            "-I FORWARD 1 -j ICMP6_SHIM_Q2",
+        ]
 
     def test_nft_fanout_fail_closed(self) -> None:
         """Several queues are spread by flow hash; fail-closed drops `bypass`."""
@@ -33,6 +101,7 @@ class TestRender:
 
 
 BUDGET = BudgetSpec(rates=(("nd", 50), ("error", 60), ("other", 70)), interfaces=("eth0", "eth1"))
+ALL_BUDGETS = BudgetSpec(rates=(*BUDGET.rates, ("headers", 80)), interfaces=("eth0",))
 
 
 class TestBudgetRender:
@@ -47,12 +116,48 @@ class TestBudgetRender:
             key = "oif" if hook == "output" else "iif"
             d = "out" if hook == "output" else "in"
             lines = [line.strip() for line in chain.splitlines()]
-            queue = next(i for i, line in enumerate(lines) if "queue num 0" in line)
+            queue = next(i for i, line in enumerate(lines)
+                         if "meta l4proto ipv6-icmp counter queue num 0" in line)
             budget = [i for i, line in enumerate(lines) if "limit rate over" in line]
-            assert len(budget) == len(BUDGET_CLASSES) and max(budget) < queue
+            # The three type classes, right before the ICMPv6 queue line, with its match.
+            assert budget == [queue - 3, queue - 2, queue - 1]
+            assert all("meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type" in lines[i]
+                       for i in budget)
             assert all(f"@budget_{n}_{d} {{ {key} limit rate over {r}/second" in chain
                        for n, r in BUDGET.rates)
-            assert "counter queue num 0" in lines[queue]
+
+    def test_nft_headers_budget_guards_every_other_queue_line(self) -> None:
+        """What is queued for its header chain (fragments, AH, ...) is charged to "headers"
+        with that line's own match, so a fragment flood is cut before the queue too."""
+        chains = _chains(NftDiversion(QueueSpec(first=0, hooks=(Hook.INPUT,),
+                                                budget=ALL_BUDGETS)).render())
+        rules = chains["input"]
+        queues = [i for i, r in enumerate(rules) if r.endswith("counter queue num 0 bypass")]
+        assert len(queues) == _QUEUED
+        for i in queues:
+            match = rules[i].removesuffix(" counter queue num 0 bypass")
+            if "ipv6-icmp" in match:
+                continue
+            assert rules[i - 1].startswith(f"{match} update @budget_headers_in {{ iif limit rate "
+                                           "over 80/second"), rules[i - 1]
+        assert sum("@budget_headers_in" in r for r in rules) == _QUEUED - 1
+
+    def test_iptables_sorts_in_diverted_order(self) -> None:
+        """The direction chain sorts a packet by the DIVERTED line that would queue it:
+        fragments and AH first (a fragmented echo pays "headers"), then ICMPv6 by type, then
+        the other extension headers; what DIVERTED returns returns; the rest pays "headers"."""
+        text = IptablesDiversion(QueueSpec(first=5, hooks=(Hook.INPUT,), budget=ALL_BUDGETS)).render()
+        chain = [line.removeprefix("ip6tables -t mangle -A ICMP6_SHIM_Q5_IN ")
+                 for line in text.splitlines() if line.startswith("ip6tables -t mangle -A ICMP6_SHIM_Q5_IN ")]
+        h = "-g ICMP6_SHIM_Q5_IN_HEADERS"
+        assert chain[:2] == [f"-m frag {h}", f"-m ah {h}"]
+        assert chain[2] == "-p ipv6-icmp -m icmp6 --icmpv6-type 133 -g ICMP6_SHIM_Q5_IN_ND"
+        assert chain[-7:] == [*(f"-p {p} {h}" for p in (135, 139, 140, 253, 254)),
+                              "! -p ipv6-icmp -j RETURN", h]
+        assert "-p ipv6-icmp -g ICMP6_SHIM_Q5_IN_OTHER" in chain
+        # Without a headers budget those packets return at once (queued, never budgeted).
+        text = IptablesDiversion(QueueSpec(first=5, hooks=(Hook.INPUT,), budget=BUDGET)).render()
+        assert "HEADERS" not in text and "-A ICMP6_SHIM_Q5_IN -m frag -j RETURN" in text
 
     def test_nft_other_excludes_the_named_classes(self) -> None:
         """`other` is every type that ND and errors do not name, even one without a budget."""
@@ -151,14 +256,32 @@ class TestInNamespace:
             div.install()
         nft, ipt = _ruleset(lone_ns)
         if backend == "nft":
-            assert nft.count("queue") == 2
+            assert nft.count("queue") == 2 * _QUEUED
         else:
-            assert ipt.count("-j NFQUEUE") == 1 and ipt.count("-j ICMP6_SHIM") == 2
+            assert ipt.count("-j NFQUEUE") == _IPT_QUEUED and ipt.count("-j ICMP6_SHIM") == 2
+            installed = [line for line in ipt.splitlines() if line.startswith("-A ICMP6_SHIM")]
+            assert len(installed) == len(div.rules())  # render() is what install() ran
         with in_netns(lone_ns.ns("x")):
             div.remove()
             div.remove()
         nft, ipt = _ruleset(lone_ns)
         assert "icmp6_shim" not in nft and "ICMP6_SHIM" not in ipt and "NFQUEUE" not in ipt
+
+    def test_nft_accepts_the_matches(self, lone_ns: Topology) -> None:
+        """`nft --check` takes every match and the return on this kernel (with `counter`
+        for the queue statement where the kernel has no queue expression)."""
+        div = NftDiversion(QueueSpec(first=0))
+        with in_netns(lone_ns.ns("x")):
+            proc = subprocess.run(["nft", "--check", "-f", "-"], input=div.render(queue="counter"),
+                                  capture_output=True, text=True, timeout=30)
+            queue_ok = div.probe() is None
+        assert proc.returncode == 0, proc.stderr
+        if queue_ok:  # a stock kernel: the whole diversion, queue included, is accepted
+            with in_netns(lone_ns.ns("x")):
+                div.install()
+                listed = lone_ns.run("x", "nft", "list", "table", "inet", "icmp6_shim").stdout
+                div.remove()
+            assert listed.count("queue") == 3 * _QUEUED and "exthdr frag exists" in listed
 
     def test_remove_leaves_foreign_rules(self, lone_ns: Topology) -> None:
         """Our install/remove never touches a rule that is not ours."""

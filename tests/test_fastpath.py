@@ -164,7 +164,7 @@ class TestPump:
         NativeEngine(engine_end.fileno(), 0, (ACCEPT, 0, 0)).pump(
             t, NativePlan([(ACCEPT, 0, 0)] * 2, [False] * 2), 10)
         assert t.type_hits()[128] == 3
-        assert t.hits() == [3, 0]
+        assert t.hits() == [3, 0, 0]
 
 
 class TestUndeliverable:

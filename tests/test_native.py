@@ -52,9 +52,9 @@ class TestBinding:
         from shim._icmp6 import ffi, lib
         assert lib.ICMP6_EXT_MAX == EXT_MAX == 64
         if ffi.sizeof("void *") == 8:
-            assert ffi.sizeof("struct icmp6_view") == 152
+            assert ffi.sizeof("struct icmp6_view") == 160
             assert ffi.sizeof("struct icmp6_rule") == 144
-            assert ffi.sizeof("struct icmp6_table") == 576
+            assert ffi.sizeof("struct icmp6_table") == 584
         assert ffi.sizeof(dict(ffi.typeof("struct icmp6_view").fields)["ext"].type) == EXT_MAX
 
     @pytest.mark.parametrize(("prefix", "names"), [
@@ -181,18 +181,18 @@ class TestTable:
         assert t.n_rules == 3
         assert [t.classify(p, INPUT, 0, 0) for p in (ECHO, ECHO, FRAG_NON_FIRST)] == [1, 1, 2]
         assert t.all_matches(ECHO, INPUT, 0, 0) == [1, 2]
-        assert t.hits() == [0, 2, 1, 0]
+        assert t.hits() == [0, 2, 1, 0, 0]
         assert [(i, n) for i, n in enumerate(t.type_hits()) if n] == [(128, 2)]
         t.reset_hits()
-        assert t.hits() == [0, 0, 0, 0]
+        assert t.hits() == [0, 0, 0, 0, 0]
         assert t.type_hits() == [0] * 256
 
     def test_no_match_counted(self) -> None:
-        """An empty table returns 0 (= n_rules) and counts it in the last slot."""
+        """An empty table returns 0 (= n_rules) and counts it in the no-match slot."""
         t = table()
         assert t.n_rules == 0
         assert t.classify(ECHO, INPUT, 0, 0) == 0
-        assert t.hits() == [1]
+        assert t.hits() == [1, 0]
         assert t.all_matches(ECHO, INPUT, 0, 0) == []
 
     def test_ext_limit_applies(self) -> None:

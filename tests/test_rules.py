@@ -47,6 +47,9 @@ def view(**fields: Any) -> PacketView:
 NS = dict(icmpv6_type=135, hop_limit=255, src="fe80::1", src_class="link_local",
           dst="ff02::1:ff00:2", dst_class="solicited_node", nd_valid=True)
 UDP = dict(upper_layer=17, icmpv6_type=None, icmpv6_code=None)
+# No rule of the defaults matches this (no ICMPv6 header, yet neither malformed, incomplete,
+# a fragment nor another protocol): the parser never reports it, the matcher does not care.
+NOTHING = dict(upper_layer=None, upper_layer_offset=None, icmpv6_type=None, icmpv6_code=None)
 
 
 def user(name: str, verdict: Verdict = DROP, priority: int | None = None, file: str = "a.toml",
@@ -70,7 +73,7 @@ class TestPrecedence:
     def test_fallback_below_defaults(self) -> None:
         """A rule at 5000 decides only what no default matches."""
         table = build_table(Settings(), [user("fallback", priority=5000)])
-        assert table.decide_py(view(**UDP), Hook.INPUT).rule == "fallback"
+        assert table.decide_py(view(**NOTHING), Hook.INPUT).rule == "fallback"
         assert table.decide_py(view(), Hook.INPUT).rule == "echo-request"
         assert table.rules[-1].name == "fallback"
 
@@ -113,18 +116,19 @@ class TestNoMatch:
     """A packet no rule matches gets the explicit Settings.no_match decision."""
 
     def test_no_match_is_last_decision(self) -> None:
-        """The no-match decision is last, so the C index maps straight to it."""
+        """No-match follows the rules, then non-ICMPv6: the C index maps straight to them."""
         table = build_table(replace(Settings(), no_match=DROP), [], defaults=())
         d = table.decide_py(view(), Hook.INPUT)
         assert (d.rule, d.origin, d.verdict, d.priority) == ("no-match", Origin.SETTINGS,
                                                               DROP, None)
-        assert table.decisions[-1] is table.no_match and len(table.decisions) == 1
+        assert table.decisions[0] is table.no_match and len(table.decisions) == 2
+        assert table.decisions[1] is table.non_icmpv6
 
     def test_no_match_by_mark_name(self) -> None:
         """A [verdicts] no_match naming a mark gets the mark's value."""
         table = build_table(replace(Settings(), no_match=PROTECT), [user("x", hooks=frozenset(
             {Hook.FORWARD}))])
-        assert table.decide_py(view(**UDP), Hook.INPUT).verdict.mark == 2
+        assert table.decide_py(view(**NOTHING), Hook.INPUT).verdict.mark == 2
 
     def test_on_error_decision(self) -> None:
         """The on_error verdict is a settings decision too."""
@@ -192,9 +196,9 @@ class TestNative:
         assert table.decide_py(view(), Hook.INPUT, 3, 0, known).rule == "no-match"
 
     def test_one_decision_per_rule(self) -> None:
-        """decisions = one per rule plus no-match; native_rules is as long as rules."""
+        """decisions = one per rule, no-match, non-ICMPv6; native_rules is as long as rules."""
         table = build_table(Settings(), [user("x")])
-        assert len(table.decisions) == len(table.rules) + 1 == len(table.native_rules()) + 1
+        assert len(table.decisions) == len(table.rules) + 2 == len(table.native_rules()) + 2
 
 
 class TestLint:

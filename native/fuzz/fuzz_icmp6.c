@@ -94,12 +94,56 @@ static void check_view(const struct icmp6_view *v, size_t len, uint32_t limit)
     CHECK(v->icmpv6_type < 0 || v->upper_layer == 58);
 }
 
+/* contract: abort unless the non-ICMPv6 decision and the fate table keep
+ * their contract for this packet (walk result idx, view v): other traffic
+ * gets n_rules + 1, a first fragment is stored, and the same datagram's
+ * non-first fragment (the packet with its leading Fragment header's offset
+ * made non-zero) follows it. */
+static void check_fate(struct icmp6_table *t, const uint8_t *pkt, size_t len, uint32_t hook,
+                       uint32_t idx, const struct icmp6_view *v)
+{
+    static uint8_t copy[4096];
+    struct icmp6_fate_entry slots[4];
+    struct icmp6_fate fate;
+    struct icmp6_view w;
+    memset(slots, 0, sizeof slots);
+    memset(&fate, 0, sizeof fate);
+    fate.slots = slots;
+    fate.n_slots = 4;
+    fate.ttl = 60;
+    fate.now = 7;
+    t->non_icmpv6 = 1;
+    t->fate = &fate;
+    uint32_t want = icmp6_is_non_icmpv6(v) ? N_RULES + 1 : idx;
+    uint32_t got = icmp6_classify(t, pkt, len, hook, 2, 3, &w);
+    CHECK(got <= N_RULES + 1);
+    CHECK(v->frag_status == ICMP6_FRAG_NON_FIRST || got == want);
+    CHECK(v->frag_status != ICMP6_FRAG_NON_FIRST || fate.last == ICMP6_FATE_UNKNOWN);
+    CHECK((fate.last == ICMP6_FATE_STORED) == (v->frag_status == ICMP6_FRAG_FIRST));
+    int frags = 0;  /* the copy's key comes from its first Fragment header: only one may exist */
+    for (uint32_t i = 0; i < v->n_ext; i++) {
+        frags += v->ext[i] == 44;
+    }
+    if (v->frag_status == ICMP6_FRAG_FIRST && frags == 1 && v->ext[0] == 44 &&
+        len <= sizeof copy && len >= 48) {
+        memcpy(copy, pkt, len);
+        copy[43] = (uint8_t)(copy[43] | 0x08);  /* offset 1 (8 octets), same datagram */
+        CHECK(icmp6_classify(t, copy, len, hook, 2, 3, &w) == got);
+        CHECK(fate.last == ICMP6_FATE_FOLLOWED && fate.followed == 1);
+        fate.now += 61;  /* past the ttl: forgotten, walked again */
+        icmp6_classify(t, copy, len, hook, 2, 3, &w);
+        CHECK(fate.last == ICMP6_FATE_UNKNOWN);
+    }
+    t->fate = NULL;
+    t->non_icmpv6 = 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct icmp6_rule rules[N_RULES];
-    uint64_t hits[N_RULES + 1] = {0};
+    uint64_t hits[N_RULES + 2] = {0};
     struct icmp6_table t;
     struct icmp6_view v;
     struct icmp6_view again;
@@ -114,6 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1;
     CHECK(icmp6_parse(pkt, len, limit, &v) == 0);
     check_view(&v, len, limit);
+    CHECK(v.frag_status == ICMP6_FRAG_NONE ? v.frag_next == -1 : v.frag_next >= 0);
     CHECK(icmp6_parse(pkt, len, limit, &again) == 0);
     CHECK(memcmp(&v, &again, sizeof v) == 0);  /* deterministic, padding included */
 
@@ -140,5 +185,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t.cand = cand;
     t.n_cand = used;
     CHECK(icmp6_classify(&t, pkt, len, hook, 2, 3, NULL) == idx);
+    check_fate(&t, pkt, len, hook, idx, &v);
     return 0;
 }
