@@ -80,7 +80,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from shim.adversarial_run import run_suite
 
-    return 1 if run_suite(only=args.only, json_path=args.json) else 0
+    only: str | None = args.only
+    failed = run_suite(select=(lambda a: only in a.name) if only else None, json_path=args.json)
+    return 1 if failed else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
