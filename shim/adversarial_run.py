@@ -222,7 +222,8 @@ def run_suite(*, select: Callable[[Attack], bool] | None = None, json_path: str 
     if os.geteuid() != 0:
         raise EnvironmentProblem("the adversarial suite builds network namespaces: run it as root")
     suite = load_suite()
-    missing = sorted({a.run[0] for a in suite.attacks if a.run} | {"tcpdump"})
+    chosen = [a for a in suite.attacks if select is None or select(a)]
+    missing = sorted({a.run[0] for a in chosen if a.run} | {"tcpdump"})
     missing = [t for t in missing if not any(Path(d, t).exists() for d in os.get_exec_path())]
     if missing:
         raise EnvironmentProblem(f"missing tools: {', '.join(missing)} (Debian packages thc-ipv6, tcpdump)")

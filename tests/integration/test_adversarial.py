@@ -1,26 +1,22 @@
 # SPDX-License-Identifier: MIT
 """The adversarial suite's crafted rows, live: A -- G -- B with the shim on G.
 
-About 20 s. Opt-in (ICMP6_SHIM_ADVERSARIAL=1) while the fragment and AH evasions
-of issue 16 are open: on today's code the fragmented and AH rows fail. The whole
-suite, THC-IPv6 tools and floods included, is `make test-adversarial`.
+About 20 s, so it runs in `make test`. The whole suite, THC-IPv6 tools and floods
+included (about a minute, needs thc-ipv6), is `make test-adversarial`.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
 from shim.adversarial_run import run_suite
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.environ.get("ICMP6_SHIM_ADVERSARIAL") != "1",
-                       reason="opt-in: ICMP6_SHIM_ADVERSARIAL=1 (the whole suite: make test-adversarial)"),
-]
+pytestmark = pytest.mark.netns
 
 
+# Strict: once the fix lands this test passes, and the XPASS fails the run until the mark goes.
+@pytest.mark.xfail(strict=True, reason="issue 16: fragmented and AH ICMPv6 is not diverted; "
+                                       "remove this mark with the fix (branch h/frag)")
 def test_no_crafted_evasion_reaches_the_victim() -> None:
     """Every crafted row (plain controls, fragments, AH, overlap) meets its expectation."""
     lines: list[str] = []
