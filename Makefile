@@ -13,13 +13,16 @@ DESTDIR ?=
 SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-dev \
 	libmnl-dev nftables iptables iproute2 iputils-ping tcpdump clang python3-venv python3-dev \
 	systemd util-linux libclang-rt-14-dev
+# ... and the adversarial suite (make test-adversarial): the THC-IPv6 attack tools (atk6-*).
+ADVERSARIAL_PACKAGES := thc-ipv6
+ADVERSARIAL_JSON ?= adversarial-results.json
 
-.PHONY: all system-deps venv test demo fuzz bench clean
+.PHONY: all system-deps venv test test-adversarial demo fuzz bench clean
 
 all: venv
 
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	@missing=""; for p in $(SYSTEM_PACKAGES) $(EXTRA_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -40,6 +43,13 @@ venv: $(VENV)/.installed
 
 test: system-deps venv
 	$(PY) -m pytest -v $(PYTEST_ARGS)
+
+# THC-IPv6 tools and crafted evasions against the shim on a gateway: prints a table
+# (attack, sent, judged, reached, expected, ok), writes $(ADVERSARIAL_JSON), exits 1
+# unless every row is ok. About a minute; docs/testbed.md "Adversarial suite".
+test-adversarial: venv
+	$(MAKE) system-deps EXTRA_PACKAGES="$(ADVERSARIAL_PACKAGES)"
+	$(VENV)/bin/icmp6-shim testbed attack --json $(ADVERSARIAL_JSON)
 
 demo: system-deps venv
 	$(VENV)/bin/icmp6-shim demo

@@ -77,6 +77,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    from shim.adversarial_run import run_suite
+
+    only: str | None = args.only
+    failed = run_suite(select=(lambda a: only in a.name) if only else None, json_path=args.json)
+    return 1 if failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from shim.testbed import NS_PREFIX
 
@@ -225,6 +233,11 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--capture", metavar="FILE",
                    help="write each run's traffic to FILE-RUN.pcap (tcpdump in the namespace)")
     p.set_defaults(testbed_func=cmd_run)
+    p = sub.add_parser("attack", help="the adversarial suite: THC-IPv6 tools and crafted evasions "
+                                      "against the shim on a gateway; exit 1 unless every row is ok")
+    p.add_argument("--only", metavar="TEXT", help="only the attacks whose name contains TEXT")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.set_defaults(testbed_func=cmd_attack)
     sp = add("export", cmd_export, "print (and apply/remove) the xfrm policies for the marks")
     sp.add_argument("what", choices=("xfrm",))
     sp.add_argument("--config", help="config directory (default /etc/icmp6-shim if present)")
