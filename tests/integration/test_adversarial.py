@@ -14,9 +14,6 @@ from shim.adversarial_run import run_suite
 pytestmark = pytest.mark.netns
 
 
-# Strict: once the fix lands this test passes, and the XPASS fails the run until the mark goes.
-@pytest.mark.xfail(strict=True, reason="issue 16: fragmented and AH ICMPv6 is not diverted; "
-                                       "remove this mark with the fix (branch h/frag)")
 def test_no_crafted_evasion_reaches_the_victim() -> None:
     """Every crafted row (plain controls, fragments, AH, overlap) meets its expectation."""
     lines: list[str] = []
