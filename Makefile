@@ -14,7 +14,7 @@ SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-
 	libmnl-dev nftables iptables iproute2 iputils-ping tcpdump clang python3-venv python3-dev \
 	systemd util-linux libclang-rt-14-dev
 
-.PHONY: all system-deps venv test demo fuzz bench clean
+.PHONY: all system-deps venv test test-vm demo fuzz bench clean
 
 all: venv
 
@@ -40,6 +40,11 @@ venv: $(VENV)/.installed
 
 test: system-deps venv
 	$(PY) -m pytest -v $(PYTEST_ARGS)
+
+# The same `CI=true make test`, of the committed HEAD, in a fresh Debian 12 guest with the
+# stock kernel (nft queue, ESP) and systemd as PID 1; see docs/testbed.md.
+test-vm:
+	bash vm/run.sh
 
 demo: system-deps venv
 	$(VENV)/bin/icmp6-shim demo
