@@ -38,6 +38,8 @@ mkdir -p "$tmp"
 root="$tmp/root"
 start=$(date +%s)
 # --variant=important is what Debian's installer lays down without tasks: a fresh machine.
+# Two departures, neither about what is installed: no login prompt on the serial console
+# (it is the lane's log), and dpkg without fsync (a throwaway disk; fsync under TCG is slow).
 mmdebstrap --mode=root --variant=important --include="$packages" \
 	--customize-hook="install -m 755 '$here/image/icmp6-vm-boot' \"\$1/usr/local/sbin/icmp6-vm-boot\"" \
 	--customize-hook="install -m 644 '$here/image/icmp6-vm-lane.service' \"\$1/etc/systemd/system/\"" \
@@ -46,6 +48,8 @@ mmdebstrap --mode=root --variant=important --include="$packages" \
 	--customize-hook='echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" > "$1/etc/fstab"' \
 	--customize-hook='echo icmp6-vm > "$1/etc/hostname"' \
 	--customize-hook='passwd --root "$1" --delete root' \
+	--customize-hook='chroot "$1" systemctl mask serial-getty@ttyS0.service' \
+	--customize-hook='echo force-unsafe-io > "$1/etc/dpkg/dpkg.cfg.d/unsafe-io"' \
 	"$suite" "$root" "${sources[@]}" >&2
 kver=$(ls "$root"/lib/modules | sort -V | tail -1)
 cp "$root/boot/vmlinuz-$kver" "$tmp/vmlinuz"

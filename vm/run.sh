@@ -88,7 +88,24 @@ git -C "$repo" archive --format=tar --prefix=src/ HEAD > "$run/src.tar"
 	printf 'ICMP6_SHIM_VM_ACCEL=%q\n' "$accel"
 	printf 'ICMP6_SHIM_VM_PYTEST_ARGS=%q\n' "${ICMP6_SHIM_VM_PYTEST_ARGS:-}"
 } > "$run/lane.env"
-tar -r -f "$run/src.tar" -C "$run" lane.env
+# Where this host's own network needs a local CA (a TLS-inspecting egress: the host's pip is
+# told so by PIP_CERT / SSL_CERT_FILE), the guest, whose traffic leaves through the host, gets
+# the same bundle for its pip. A plain network needs nothing: the guest then uses pip's own.
+ca=""
+for f in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" "${REQUESTS_CA_BUNDLE:-}"; do
+	[ -n "$f" ] && [ -f "$f" ] && { ca=$f; break; }
+done
+if [ -z "$ca" ] && compgen -G '/usr/local/share/ca-certificates/*.crt' > /dev/null; then
+	ca=/etc/ssl/certs/ca-certificates.crt
+fi
+extra=(lane.env)
+if [ -n "$ca" ]; then
+	cp "$ca" "$run/ca-bundle.crt"
+	extra+=(ca-bundle.crt)
+	say "network: the guest's pip trusts this host's CA bundle $ca"
+fi
+tar -r -f "$run/src.tar" -C "$run" "${extra[@]}"
+rm -f "$run/ca-bundle.crt"
 truncate -s %1M "$run/src.tar"
 truncate -s 256M "$run/results.tar"
 qemu-img create -q -f qcow2 -b "$img/root.img" -F raw "$run/root.qcow2"

@@ -10,6 +10,9 @@ rm -rf "$out" && mkdir -p "$out"
 # shellcheck source=/dev/null
 . "$lane/lane.env"   # ICMP6_SHIM_TIME_SCALE, ICMP6_SHIM_VM_ACCEL, ICMP6_SHIM_VM_PYTEST_ARGS
 export ICMP6_SHIM_TIME_SCALE CI=true DEBIAN_FRONTEND=noninteractive
+if [ -f "$lane/ca-bundle.crt" ]; then  # the host's network needs its CA (see vm/run.sh)
+	export PIP_CERT="$lane/ca-bundle.crt" SSL_CERT_FILE="$lane/ca-bundle.crt"
+fi
 
 say() { echo "icmp6-vm: $*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
