@@ -53,8 +53,13 @@ phase venv
 say "auto backend"
 ns=icmp6vm-auto
 ip netns add "$ns"
-timeout -s TERM "$(awk -v s="$ICMP6_SHIM_TIME_SCALE" 'BEGIN { print int(20 * s) }')" \
-	ip netns exec "$ns" .venv/bin/icmp6-shim run --config config --log-format json > "$out/auto.log" 2>&1
+limit=$(awk -v s="$ICMP6_SHIM_TIME_SCALE" 'BEGIN { print int(20 * s) }')
+timeout -s TERM "$limit" \
+	ip netns exec "$ns" .venv/bin/icmp6-shim run --config config --log-format json > "$out/auto.log" 2>&1 &
+daemon=$!
+# Stop it (SIGTERM, as systemd would) once it is ready: bounded by the same limit.
+for _ in $(seq "$limit"); do grep -q '"ready"' "$out/auto.log" && break; sleep 1; done
+kill -TERM "$daemon" 2>/dev/null; wait "$daemon"
 grep -h '"backend_chosen"' "$out/auto.log" || say "no backend_chosen in auto.log: $(tail -3 "$out/auto.log")"
 say "tables left in $ns after stop: $(ip netns exec "$ns" nft list tables | tr '\n' ' ')"
 ip netns del "$ns"
