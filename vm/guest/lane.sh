@@ -36,8 +36,10 @@ echo "nameserver 10.0.2.3" > /etc/resolv.conf
 for _ in $(seq 60); do ip route show default | grep -q . && break; sleep 1; done
 ip route show default | grep -q . || { say "no network in the guest"; echo "no network" > "$out/summary"; finish 2; }
 
-# A tree of its own, as a fresh clone would be: nothing built, no .venv.
-rm -rf /root/icmp6-shim && cp -a "$lane/src" /root/icmp6-shim && cd /root/icmp6-shim || finish 2
+# A tree of its own, as a fresh clone would be: nothing built, no .venv. Not under /root
+# (mode 700): test_without_cap_net_admin runs the venv's python as uid 65534, which must
+# reach it, as it does in a checkout under /work or /home.
+rm -rf /srv/icmp6-shim && cp -a "$lane/src" /srv/icmp6-shim && cd /srv/icmp6-shim || finish 2
 phase_start=$(up)
 
 # The three steps of `make test`, run one by one only to time them: system-deps installs
