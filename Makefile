@@ -17,7 +17,7 @@ SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-
 ADVERSARIAL_PACKAGES := thc-ipv6
 ADVERSARIAL_JSON ?= adversarial-results.json
 
-.PHONY: all system-deps venv test test-adversarial demo fuzz bench clean
+.PHONY: all system-deps venv test test-adversarial test-vm demo fuzz bench clean
 
 all: venv
 
@@ -50,6 +50,11 @@ test: system-deps venv
 test-adversarial: venv
 	$(MAKE) system-deps EXTRA_PACKAGES="$(ADVERSARIAL_PACKAGES)"
 	$(VENV)/bin/icmp6-shim testbed attack --json $(ADVERSARIAL_JSON)
+
+# The same `CI=true make test`, of the committed HEAD, in a fresh Debian 12 guest with the
+# stock kernel (nft queue, ESP) and systemd as PID 1; see docs/testbed.md.
+test-vm:
+	bash vm/run.sh
 
 demo: system-deps venv
 	$(VENV)/bin/icmp6-shim demo

@@ -22,7 +22,26 @@ from pathlib import Path
 
 from shim.errors import ShimError
 
-__all__ = ["ShimProcess"]
+__all__ = ["ShimProcess", "TIME_SCALE_ENV", "time_scale"]
+
+# One factor for every bounded wait of the lab and the tests: under emulation (the VM lane
+# runs a TCG guest, ~5-10x slower) an interpreter start alone can take seconds, so the
+# waits stretch; what is asserted never changes.
+TIME_SCALE_ENV = "ICMP6_SHIM_TIME_SCALE"
+
+
+def time_scale() -> float:
+    """The factor for bounded waits from $ICMP6_SHIM_TIME_SCALE (1 when unset; 1 to 100)."""
+    raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ShimError(f"{TIME_SCALE_ENV}={raw!r}: not a number") from None
+    if not 1.0 <= value <= 100.0:
+        raise ShimError(f"{TIME_SCALE_ENV}={raw!r}: must be between 1 and 100")
+    return value
 
 
 class ShimProcess:
@@ -116,7 +135,8 @@ class ShimProcess:
         return got
 
     def wait_notify(self, key: str, value: str | None = None, timeout: float = 15.0) -> dict[str, str]:
-        """Wait (bounded) for a notify message carrying key (=value)."""
+        """Wait (bounded, scaled by time_scale()) for a notify message carrying key (=value)."""
+        timeout *= time_scale()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll_notify(0.2)
@@ -132,8 +152,8 @@ class ShimProcess:
         self.wait_notify("READY", "1", timeout)
 
     def next_event(self, name: str, timeout: float = 3.0, **match: object) -> dict[str, object] | None:
-        """The next log event called `name` whose keys equal `match` (bounded wait)."""
-        deadline = time.monotonic() + timeout
+        """The next log event called `name` whose keys equal `match` (bounded, scaled wait)."""
+        deadline = time.monotonic() + timeout * time_scale()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -157,7 +177,7 @@ class ShimProcess:
         if self.proc.poll() is None:
             self.signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(timeout * time_scale())
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)

@@ -12,6 +12,7 @@ import socket
 import time
 
 from shim.netns import Topology
+from shim.runner import time_scale
 
 __all__ = ["Wire"]
 
@@ -43,9 +44,13 @@ class Wire:
                 pass
 
     def arrived(self, node: str, tail: bytes, timeout: float = 1.0, *, contains: bool = False) -> int:
-        """How many ICMPv6 messages ending in (or containing) `tail` reached `node` within timeout."""
+        """How many ICMPv6 messages ending in (or containing) `tail` reached `node` within timeout.
+
+        The window is scaled by time_scale(): a longer window can only see more, so an
+        `== 1` stays as strict (a duplicate still shows) and a `== 0` gets stricter.
+        """
         sock, count = self.rx[node], 0
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * time_scale()
         sock.settimeout(0.05)
         while time.monotonic() < deadline:
             try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from shim.netns import Topology, load_topology
+from shim.nfnetlink import NFQUEUE_PROC
 from shim.runner import ShimProcess
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -23,9 +25,24 @@ def netns_unavailable() -> str | None:
     for tool in ("ip", "nft", "ip6tables"):
         if shutil.which(tool) is None:
             return f"needs {tool}"
-    if not os.path.exists("/proc/net/netfilter/nfnetlink_queue"):
-        return "needs nfnetlink_queue in the kernel"
+    if not nfnetlink_queue_available():
+        return "needs nfnetlink_queue in the kernel (built in or loadable)"
     return None
+
+
+def nfnetlink_queue_available() -> bool:
+    """True when the kernel has nfnetlink_queue, loaded or loadable.
+
+    NFQUEUE_PROC exists only while the module is loaded; the shim loads it on demand (its
+    first bind does, nfnetlink-subsys-3), so a stock kernel that has not bound a queue yet
+    must not count as lacking it: load it as the product would, then look again.
+    """
+    if os.path.exists(NFQUEUE_PROC):
+        return True
+    if shutil.which("modprobe") is not None:
+        subprocess.run(["modprobe", "-q", "nfnetlink_queue"], capture_output=True, timeout=30,
+                       check=False)
+    return os.path.exists(NFQUEUE_PROC)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
