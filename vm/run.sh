@@ -11,6 +11,8 @@
 #   ICMP6_SHIM_VM_TIMEOUT      whole guest run, seconds  (4800)
 #   ICMP6_SHIM_TIME_SCALE      factor for the tests' waits (1 with KVM, 6 with TCG)
 #   ICMP6_SHIM_VM_PYTEST_ARGS  pytest arguments in the guest (all tests)
+#   ICMP6_SHIM_VM_ADVERSARIAL=1  also run `make test-adversarial` in the guest (its table
+#                              goes to results/adversarial.log; its status joins the exit)
 #   ICMP6_SHIM_VM_REBUILD=1    rebuild the image even when cached
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -87,6 +89,7 @@ git -C "$repo" archive --format=tar --prefix=src/ HEAD > "$run/src.tar"
 	printf 'ICMP6_SHIM_TIME_SCALE=%q\n' "$scale"
 	printf 'ICMP6_SHIM_VM_ACCEL=%q\n' "$accel"
 	printf 'ICMP6_SHIM_VM_PYTEST_ARGS=%q\n' "${ICMP6_SHIM_VM_PYTEST_ARGS:-}"
+	printf 'ICMP6_SHIM_VM_ADVERSARIAL=%q\n' "${ICMP6_SHIM_VM_ADVERSARIAL:-0}"
 } > "$run/lane.env"
 # Where this host's own network needs a local CA (a TLS-inspecting egress: the host's pip is
 # told so by PIP_CERT / SSL_CERT_FILE), the guest, whose traffic leaves through the host, gets
@@ -145,6 +148,10 @@ if [ -f "$run/results/phases.txt" ]; then
 	sed 's/^/  /' "$run/results/phases.txt"
 fi
 grep -h '"backend_chosen"' "$run/results/auto.log" 2>/dev/null | sed 's/^/test-vm: auto: /' || true
+if [ -f "$run/results/adversarial.log" ]; then
+	say "adversarial suite in the guest:"
+	sed -n '/^attack  /,$p' "$run/results/adversarial.log" | sed 's/^/  /'
+fi
 say "logs: $run/results"
 say "total $(( $(date +%s) - t0 ))s, accel $accel, exit $rc"
 echo "test-vm: $summary"

@@ -8,7 +8,8 @@ lane=/root/lane
 out=/root/out
 rm -rf "$out" && mkdir -p "$out"
 # shellcheck source=/dev/null
-. "$lane/lane.env"   # ICMP6_SHIM_TIME_SCALE, ICMP6_SHIM_VM_ACCEL, ICMP6_SHIM_VM_PYTEST_ARGS
+. "$lane/lane.env"   # ICMP6_SHIM_TIME_SCALE, ICMP6_SHIM_VM_ACCEL, ICMP6_SHIM_VM_PYTEST_ARGS,
+                     # ICMP6_SHIM_VM_ADVERSARIAL
 export ICMP6_SHIM_TIME_SCALE CI=true DEBIAN_FRONTEND=noninteractive
 if [ -f "$lane/ca-bundle.crt" ]; then  # the host's network needs its CA (see vm/run.sh)
 	export PIP_CERT="$lane/ca-bundle.crt" SSL_CERT_FILE="$lane/ca-bundle.crt"
@@ -74,4 +75,15 @@ phase make-test
 grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$out/test.log" | tail -1 | tr -d '=' \
 	| sed 's/^ *//; s/ *$//' > "$out/summary"
 [ -s "$out/summary" ] || echo "make test exited $rc without a pytest summary" > "$out/summary"
+
+# Optional: the adversarial suite (THC-IPv6 tools and crafted evasions) on this kernel, where
+# the diversion is nft's. Its failure fails the lane too.
+if [ "${ICMP6_SHIM_VM_ADVERSARIAL:-0}" = 1 ]; then
+	say "make test-adversarial"
+	make test-adversarial 2>&1 | tee "$out/adversarial.log"; arc=${PIPESTATUS[0]}
+	phase adversarial
+	echo "$(cat "$out/summary"); adversarial: $(grep -E '^[0-9]+ of [0-9]+ ok' "$out/adversarial.log" \
+		|| echo "exit $arc")" > "$out/summary"
+	[ "$rc" = 0 ] && rc=$arc
+fi
 finish "$rc"
