@@ -42,8 +42,9 @@ class TestContracts:
         ("daemon/metrics.py", "import shim.cli.main", "Layers"),
         ("daemon/service.py", "import netfilterqueue", "netfilterqueue only in its adapter"),
         ("core/rules.py", "import structlog", "structlog only in the daemon"),
+        ("adapters/batched.py", "import shim.adapters.nfq", "Engines share"),
     ], ids=["core>config", "config>bindings", "bindings>adapters", "lab>daemon", "daemon>cli",
-            "netfilterqueue", "structlog"])
+            "netfilterqueue", "structlog", "engines"])
     def test_a_forbidden_import_breaks_its_contract(self, tmp_path: Path, module: str, line: str,
                                                     contract: str) -> None:
         """One forbidden import added to a copy of the tree makes lint-imports fail, naming it."""

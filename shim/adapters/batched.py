@@ -12,7 +12,8 @@ Invariants:
   its C plan is rebuilt then, never per packet;
 - logged decisions (and, in shadow mode, a bounded sample of packets) come
   back through a bounded ring and are handled here, after their verdicts;
-- the reader has QueueReader's interface and Stats, so the service cannot tell.
+- the reader implements the Reader contract (shim.adapters.reader), so the
+  service cannot tell the engines apart.
 """
 
 from __future__ import annotations
@@ -20,42 +21,27 @@ from __future__ import annotations
 import errno
 import socket
 
-from shim.core.model import Action, Verdict
+from shim.adapters.nfnetlink import NETLINK_NETFILTER, bind_attrs, config_message, unbind_attrs
+from shim.adapters.reader import BudgetSocket, Judge, OnDecision, OnError, QueueSocket, Stats, bind_error
 from shim.bindings.engine import NativeEngine, NativePlan
 from shim.bindings.icmp6 import NativeTable
-from shim.adapters.nfnetlink import NETLINK_NETFILTER, bind_attrs, config_message, unbind_attrs
-from shim.adapters.nfq import (
-    Judge,
-    OnDecision,
-    OnError,
-    QueueReader,
-    Stats,
-    _BudgetSocket,
-    bind_error,
-)
+from shim.core.model import Verdict, plan_entry
 
 __all__ = ["BatchedReader"]
 
-_KIND = {Action.ACCEPT: 0, Action.DROP: 1, Action.MARK: 2}
 
-
-def _plan_entry(v: Verdict) -> tuple[int, int, int]:
-    return (_KIND[v.action], v.mark or 0, v.mask) if v.action is Action.MARK else (_KIND[v.action], 0, 0)
-
-
-class BatchedReader(QueueReader):
+class BatchedReader(QueueSocket):
     """One bound NFQUEUE queue judged in C by the Judge's NativeTable."""
 
-    def __init__(self, queue_num: int, judge: Judge, on_error: Verdict, *,
+    def __init__(self, queue_num: int, judge: Judge, *,
                  maxlen: int = 4096, sock_rcvbuf: int = 4 << 20,
                  on_logged: OnDecision | None = None,
                  on_exception: OnError | None = None) -> None:
-        super().__init__(queue_num, judge, on_error, maxlen=maxlen, sock_rcvbuf=sock_rcvbuf,
+        super().__init__(queue_num, judge, maxlen=maxlen, sock_rcvbuf=sock_rcvbuf,
                          on_logged=on_logged, on_exception=on_exception)
         self._engine: NativeEngine | None = None
         self._last: dict[str, int] = {}
         self._planned: tuple[Judge, NativeTable | None, NativePlan | None] | None = None
-        self._seq = 0
         self._on_error_set: Verdict | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -78,7 +64,7 @@ class BatchedReader(QueueReader):
                 except OSError:
                     continue
             sock.setblocking(False)
-            self._sock = _BudgetSocket(sock, self.stats)
+            self._sock = BudgetSocket(sock, self.stats)
             # One message: the kernel binds, then applies copy mode and maxlen, then acks.
             self._configure(bind_attrs(self._maxlen))
         except OSError as exc:
@@ -86,7 +72,7 @@ class BatchedReader(QueueReader):
             self._sock = None
             raise bind_error(self.queue_num, exc) from exc
         self._last = {}
-        self._engine = NativeEngine(sock.fileno(), self.queue_num, _plan_entry(self.on_error))
+        self._engine = NativeEngine(sock.fileno(), self.queue_num, plan_entry(self.on_error))
         self._on_error_set = self.on_error
         return sock.fileno()
 
@@ -106,8 +92,7 @@ class BatchedReader(QueueReader):
         """The C table and plan of `judge`, rebuilt only when the Judge changed."""
         if self._planned is not None and self._planned[0] is judge:
             return self._planned[1], self._planned[2]
-        table = getattr(judge.classify, "__self__", None)
-        native = table if isinstance(table, NativeTable) else None
+        native = judge.table
         logged = [d.log for d in judge.decisions]
         plan = NativePlan(judge.plan, logged) if native is not None else None
         if native is None and self.on_exception is not None:
@@ -122,7 +107,7 @@ class BatchedReader(QueueReader):
         judge = self.judge  # one read per pump: a reload swaps it between two calls
         table, plan = self._plan(judge)
         if self.on_error is not self._on_error_set:  # a reload may change on_error too
-            self._engine.set_on_error(_plan_entry(self.on_error))
+            self._engine.set_on_error(plan_entry(self.on_error))
             self._on_error_set = self.on_error
         done = 0
         try:

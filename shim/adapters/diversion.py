@@ -22,8 +22,9 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from shim.core.errors import EnvironmentProblem
@@ -42,6 +43,7 @@ __all__ = [
     "NftDiversion",
     "QueueSpec",
     "budget_spec",
+    "BACKENDS",
     "choose_backend",
     "cleanup_all",
     "cleanup_instance",
@@ -197,6 +199,8 @@ class Diversion(Protocol):
     """What the service needs of a backend."""
 
     name: str
+
+    def probe(self) -> str | None: ...
 
     def install(self) -> None: ...
 
@@ -480,6 +484,12 @@ class IptablesDiversion:
     def remove(self) -> None:
         self.remove_chain(self.spec.ipt_chain)
 
+    def chains(self) -> list[str]:
+        """The user chains of our table (`-S`), for cleanup; empty when unreadable."""
+        listing = self._ipt("-S")
+        return [parts[1] for parts in (line.split() for line in listing.stdout.splitlines())
+                if len(parts) == 2 and parts[0] == "-N"] if listing.returncode == 0 else []
+
     def remove_chain(self, chain: str) -> None:
         """Delete the jumps to `chain` and to its budget chains, then those chains; nothing
         else is touched."""
@@ -541,14 +551,22 @@ def parse_ipt_counters(text: str, chain: str) -> DiversionCounters:
     return DiversionCounters(queued=queued, budget=budget, by_interface=by_if)
 
 
+# The backend registry: every Backend but AUTO has a class; tests/adapters/test_diversion.py
+# fails when one is missing. choose_backend words each choice for the operator.
+BACKENDS: Mapping[Backend, Callable[[QueueSpec], Diversion]] = MappingProxyType({
+    Backend.NFT: NftDiversion,
+    Backend.IPTABLES: IptablesDiversion,
+})
+
+
 def choose_backend(requested: Backend, spec: QueueSpec) -> tuple[Diversion, str]:
     """Pick the diversion backend; returns it with the reason for the choice.
 
     Raises:
         EnvironmentProblem: the requested backend (or, for auto, every backend) is unusable.
     """
-    nft = NftDiversion(spec)
-    ipt = IptablesDiversion(spec)
+    nft = BACKENDS[Backend.NFT](spec)
+    ipt = BACKENDS[Backend.IPTABLES](spec)
     if requested is Backend.NFT:
         why = nft.probe()
         if why:
@@ -596,10 +614,8 @@ def _cleanup(ours: Callable[[str], bool]) -> list[str]:
                 _remove_nft_table(parts[2])
     if shutil.which("ip6tables"):
         ipt = IptablesDiversion(QueueSpec(first=0))
-        listing = ipt._ipt("-S")
-        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == "-N" and _IPT_NAME.match(parts[1]) and ours(parts[1]):
-                found.append(f"ip6tables -t {IPT_TABLE} chain {parts[1]}")
-                ipt.remove_chain(parts[1])
+        for chain in ipt.chains():
+            if _IPT_NAME.match(chain) and ours(chain):
+                found.append(f"ip6tables -t {IPT_TABLE} chain {chain}")
+                ipt.remove_chain(chain)
     return found

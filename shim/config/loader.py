@@ -27,6 +27,7 @@ from shim.config.values import parse_verdict
 from shim.core.errors import ConfigError
 from shim.core.icmp6_types import parse_codes, parse_range, parse_types
 from shim.core.model import (
+    ENGINE_KINDS,
     FRAG_STATUSES,
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -276,7 +277,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
                   "hooks": ("hooks", cv.hooks),
                   "chain_priority": ("chain_priority", cv.integer(-2**31, 2**31 - 1))},
     "parser": {"ext_limit": ("ext_limit", cv.integer(1, 64))},
-    "engine": {"kind": ("engine", cv.choice({k: k for k in ("netfilterqueue", "batched")}))},
+    "engine": {"kind": ("engine", cv.choice({k: k for k in ENGINE_KINDS}))},
     "log": {"level": ("log_level", cv.choice({k: k for k in
                                             ("debug", "info", "warning", "error", "critical")})),
             "format": ("log_format", cv.choice({k: k for k in ("auto", "json", "console")})),

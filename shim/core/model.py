@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 __all__ = [
     "ADDR_CLASSES",
     "Action",
+    "ENGINE_KINDS",
+    "PlanKind",
+    "plan_entry",
     "Backend",
     "MarkName",
     "Settings",
@@ -111,6 +114,34 @@ class Action(enum.Enum):
     ACCEPT = "accept"
     DROP = "drop"
     MARK = "mark"  # accept with (mark & ~mask) | value
+
+
+# The values of `[engine] kind`; shim.adapters.engines.ENGINES has one Reader class each.
+ENGINE_KINDS = ("netfilterqueue", "batched")
+
+
+class PlanKind(enum.IntEnum):
+    """A verdict plan entry's kind: the values of enum engine_kind in native/engine.h.
+
+    Both engines read (kind, value, mask) per decision; this is the one spelling
+    of the kinds (the binding test checks the C constants against it).
+    """
+
+    ACCEPT = 0
+    DROP = 1
+    MARK = 2
+
+    @classmethod
+    def of(cls, action: Action) -> PlanKind:
+        """The plan kind of an action."""
+        return cls[action.name]
+
+
+def plan_entry(verdict: Verdict) -> tuple[int, int, int]:
+    """(kind, mark value, mask) of a verdict; value and mask are 0 unless it marks."""
+    if verdict.action is Action.MARK and verdict.mark is not None:
+        return (PlanKind.MARK, verdict.mark, verdict.mask)
+    return (PlanKind.of(verdict.action), 0, 0)
 
 
 class Origin(enum.Enum):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from shim.config.loader import Config
 from shim.core.model import NO_IFINDEX
 from shim.bindings.icmp6 import NativeTable
-from shim.adapters.nfq import Judge
+from shim.adapters.reader import Judge
 from shim.core.rules import RuleTable, build_table
 from shim.core.shadow import Shadow
 
@@ -57,7 +57,9 @@ def compile_config(config: Config) -> Compiled:
         shadow = Shadow(classify=_native(candidate, config.settings.ext_limit).classify,
                         decisions=candidate.decisions, source=str(config.settings.shadow))
     return Compiled(config=config, table=table, native=native,
-                    judge=Judge.build(native.classify, table.decisions, shadow), shadow=shadow)
+                    judge=Judge.build(native.classify, table.decisions, shadow,
+                                       on_error=config.settings.on_error, table=native),
+                    shadow=shadow)
 
 
 # Datagrams whose first fragment's decision the packet path remembers, so their other

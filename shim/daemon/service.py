@@ -32,7 +32,8 @@ from shim.daemon.logs import RateLimiter, get_logger, sink_counters
 from shim.daemon.metrics import MetricsServer, MetricsSettings
 from shim.core.model import Decision, Hook
 from shim.bindings.icmp6 import parse
-from shim.adapters.nfq import Judge, PacketLike, QueueReader
+from shim.adapters.engines import reader_class
+from shim.adapters.reader import Judge, PacketLike, Reader
 from shim.daemon.notify import Notifier
 from shim.daemon.reload import Outcome, Reloader, describe
 from shim.daemon.sockserve import sync_poller
@@ -54,16 +55,7 @@ _FIXED = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open"
           "log_format", *_SOCKET_KEYS)
 
 
-def make_reader(engine: str) -> type[QueueReader]:
-    """The reader class of an engine: the netfilterqueue callback, or the batched C loop."""
-    if engine == "batched":
-        from shim.adapters.batched import BatchedReader
-
-        return BatchedReader
-    return QueueReader
-
-
-def _counters(reader: QueueReader) -> dict[str, int]:
+def _counters(reader: Reader) -> dict[str, int]:
     st = reader.stats
     return {"packets": st.packets, "errors": st.errors, "enobufs": st.enobufs,
             **{f"verdict_{k}": v for k, v in st.by_action.items()}}
@@ -119,7 +111,7 @@ class Service:
         self.reload_failures = 0
         self.last_reload_error: str | None = None
         self.diversion: Diversion | None = None
-        self.reader: QueueReader | None = None
+        self.reader: Reader | None = None
         self._flags = _Flags()
         # Tracing logs every decision, still bounded: a flood must not flood the journal.
         self._pkt_log_limit = RateLimiter(max(self.settings.log_rate, 1000.0) if trace
@@ -152,8 +144,8 @@ class Service:
             diversion, why = choose_backend(s.backend, spec)
             self.backend_name = diversion.name
             self.log.info("backend_chosen", backend=diversion.name, reason=why)
-        self.reader = make_reader(s.engine)(
-            self.queue_num, self._judge(self.compiled), s.on_error, maxlen=s.queue_maxlen,
+        self.reader = reader_class(s.engine)(
+            self.queue_num, self._judge(self.compiled), maxlen=s.queue_maxlen,
             sock_rcvbuf=s.sock_rcvbuf, on_logged=self._log_packet, on_exception=self._log_error,
         )
         self.reader.bind()
@@ -271,8 +263,8 @@ class Service:
         """The compiled Judge, with every decision logged when tracing."""
         if not self.trace:
             return compiled.judge
-        decisions = tuple(dataclasses.replace(d, log=True) for d in compiled.judge.decisions)
-        return Judge.build(compiled.judge.classify, decisions, compiled.shadow)
+        return compiled.judge.with_decisions(
+            tuple(dataclasses.replace(d, log=True) for d in compiled.judge.decisions))
 
     # -- reload ----------------------------------------------------------------
     def _load(self) -> Compiled:
@@ -332,8 +324,7 @@ class Service:
         self._past_hits, self._past_rules, self._past_types = past_hits, past_rules, past_types
         self.compiled = new
         if self.reader is not None:
-            self.reader.on_error = new.config.settings.on_error
-            self.reader.judge = judge  # the swap: one attribute, between two pumps
+            self.reader.judge = judge  # the swap: one assignment (table, plan, on_error), between two pumps
         self.settings = settings
         self._pkt_log_limit.rate = (max(settings.log_rate, 1000.0) if self.trace
                                     else settings.log_rate)

@@ -337,3 +337,21 @@ class TestBudgetInNamespace:
                 text = text.replace("counter queue num 0 bypass", "counter accept")
             proc = lone_ns.run("x", "sh", "-c", f"nft --check -f - <<'EOF'\n{text}EOF\n")
         assert proc.returncode == 0, proc.stderr
+
+
+class TestBackendRegistry:
+    def test_every_backend_but_auto_has_a_class(self) -> None:
+        """BACKENDS covers the Backend enum (auto picks among them), and nothing else."""
+        from shim.adapters.diversion import BACKENDS
+
+        assert set(BACKENDS) == set(Backend) - {Backend.AUTO}
+
+    def test_each_backend_has_the_protocol(self) -> None:
+        """Every backend names itself and can probe, install, remove, render and count."""
+        from shim.adapters.diversion import BACKENDS, QueueSpec
+
+        for kind, make in BACKENDS.items():
+            backend = make(QueueSpec(first=7))
+            assert backend.name
+            for method in ("probe", "install", "remove", "render", "counters"):
+                assert callable(getattr(backend, method)), (kind, method)

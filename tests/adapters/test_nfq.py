@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from shim.core.model import Action, Decision, Origin, Verdict
-from shim.adapters.nfq import Judge, QueueReader, apply_verdict
+from shim.adapters.nfq import QueueReader
+from shim.adapters.reader import Judge, apply_verdict
 
 
 class FakePacket:
@@ -55,7 +56,7 @@ MARK = Verdict(action=Action.MARK, mark=0x1, mask=0xFF, mark_name="bypass")
 
 def _reader(classify: object, decisions: tuple[Decision, ...], on_error: Verdict = ACCEPT,
             **kw: object) -> QueueReader:
-    return QueueReader(0, Judge.build(classify, decisions), on_error, **kw)  # type: ignore[arg-type]
+    return QueueReader(0, Judge.build(classify, decisions, on_error=on_error), **kw)  # type: ignore[arg-type]
 
 
 class TestCallback:
@@ -111,7 +112,7 @@ class TestCallback:
         reader = _reader(lambda *a: 0, (_decision(ACCEPT),))
         first = FakePacket()
         reader._callback(first)
-        reader.judge = Judge.build(lambda *a: 0, (_decision(DROP),))
+        reader.judge = Judge.build(lambda *a: 0, (_decision(DROP),), on_error=ACCEPT)
         second = FakePacket()
         reader._callback(second)
         assert (first.verdicts, second.verdicts) == (["accept"], ["drop"])
@@ -128,7 +129,7 @@ class TestApplyVerdict:
 class TestBindErrors:
     def test_kernel_without_nfnetlink_queue(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """No nfnetlink_queue in the kernel: a precise EnvironmentProblem naming the module."""
-        import shim.adapters.nfq
+        import shim.adapters.reader
         from shim.core.errors import EnvironmentProblem
 
         import netfilterqueue
@@ -138,7 +139,7 @@ class TestBindErrors:
 
         # What a kernel without the module does: the handle cannot be opened, /proc has no file.
         monkeypatch.setattr(netfilterqueue, "NetfilterQueue", no_support)
-        monkeypatch.setattr(shim.adapters.nfq, "NFQUEUE_PROC", "/nonexistent/nfnetlink_queue")
+        monkeypatch.setattr(shim.adapters.reader, "NFQUEUE_PROC", "/nonexistent/nfnetlink_queue")
         reader = _reader(lambda *a: 0, (_decision(ACCEPT),))
         with pytest.raises(EnvironmentProblem, match="modprobe nfnetlink_queue") as info:
             reader.bind()

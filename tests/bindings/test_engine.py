@@ -199,3 +199,14 @@ class TestUndeliverable:
         finally:
             engine_end.close()
             peer.close()
+
+
+class TestPlanKinds:
+    def test_plan_kinds_equal_the_c_constants(self) -> None:
+        """PlanKind has the values of engine.h's ENGINE_ACCEPT/DROP/MARK, one each."""
+        from shim._icmp6 import lib
+        from shim.core.model import PlanKind
+
+        assert {k.name: int(getattr(lib, "ENGINE_" + k.name)) for k in PlanKind} == \
+            {k.name: k.value for k in PlanKind}
+        assert len({int(k) for k in PlanKind}) == len(PlanKind) == 3
