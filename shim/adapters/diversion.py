@@ -104,7 +104,7 @@ DIVERTED: tuple[Divert, ...] = (
 )
 
 
-# Budget classes (issue 16): (name, ICMPv6 types); None is every type the others do not name,
+# Budget classes: (name, ICMPv6 types); None is every type the others do not name,
 # () is "headers": what DIVERTED queues for its header chain rather than as plain ICMPv6
 # (fragments, AH, other extension headers, failed walks), which has no type to read. ND and
 # the four RFC 4443 errors get buckets of their own, so an echo or node-information flood on

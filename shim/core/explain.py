@@ -219,8 +219,8 @@ def lint(table: RuleTable) -> list[str]:
             for u, d in table.replaced if _must_not(d, table) and u.verdict != d.verdict]
     rules = table.rules
     # Each Match is turned into a Shape once; the index finds the first earlier rule
-    # covering each rule without comparing it to every earlier one (issue 16: the
-    # pairwise loop took 146 s for 2,000 rules).
+    # covering each rule without comparing it to every earlier one (a pairwise
+    # loop took 146 s for 2,000 rules).
     shapes = [_shape(r.match, table) for r in rules]
     index = coverage.CoverIndex()
     users: list[int] = []  # user rules so far, for the MUST NOT overlaps (few such defaults)

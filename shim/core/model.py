@@ -176,7 +176,7 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PacketView:
-    """Everything the C parser reports about one packet (names as in issue #3)."""
+    """Everything the C parser reports about one packet (names as in struct icmp6_view)."""
 
     version: int | None
     payload_length: int | None
@@ -313,7 +313,7 @@ class Settings:
     metrics_timeout: float = 2.0        # seconds a metrics connection may live
     shadow: str | None = None       # a rules file judged beside the enforced table, never enforced
     # [overload]: per-interface ICMPv6 budgets laid in the kernel before the queue rule, so a
-    # flood on one link cannot fill the one queue every link shares (issue 16). Packets per
+    # flood on one link cannot fill the one queue every link shares. Packets per
     # second per interface and class; 0 turns a class's budget off.
     budget: bool = True
     budget_nd_rate: int = 500       # RS, RA, NS, NA, Redirect
@@ -338,7 +338,8 @@ class Settings:
 # Sentinel ifindex for an interface name that does not resolve: the kernel
 # never hands out 0xFFFFFFFF, and 0 would mean "any" to the C walk.
 NO_IFINDEX = 0xFFFFFFFF
-# Priority bounds of a rule (house style: checked at load time).
+# Priority bounds of a rule (the int16 range, as nftables chain priorities), checked at load
+# time so a bad priority is a ConfigError, never a surprise in the order.
 PRIORITY_MIN = -32768
 PRIORITY_MAX = 32767
 

@@ -92,7 +92,7 @@ def _no_interfaces(name: str) -> int:
 
 
 def order_key(rule: Rule) -> tuple[int, int, int, int]:
-    """The one total order of the table (house style convention 6)."""
+    """The one total order of the table: (priority, user before builtin, file, index)."""
     rank = 0 if rule.origin is Origin.USER else 1
     return (rule.priority if rule.priority is not None else USER_DEFAULT_PRIORITY,
             rank, rule.file_order, rule.index)

@@ -5,8 +5,8 @@ configure() is called once, from the CLI. Event names are stable and listed in
 docs/design.md; per-packet events go through RateLimiter so a flood cannot
 flood the journal.
 
-A log line never raises into its caller (issue 16: ENOSPC on stdout killed the
-daemon, a closed stdout pipe made it exit 0, and per-packet log failures became
+A log line never raises into its caller (otherwise ENOSPC on stdout kills the
+daemon, a closed stdout pipe makes it exit 0, and per-packet log failures become
 packet errors). The Sink writes each line to stdout; the first write error
 switches it, for good, to the journal's native socket when there is one, else
 stderr, else nothing; lines that no sink took are counted as dropped.

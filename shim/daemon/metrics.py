@@ -6,7 +6,7 @@ connections, a deadline each, a request-size bound, incremental writes) answers
 `GET /metrics` with the text format (version 0.0.4), rendered here from the same
 snapshot `icmp6-shim stats` shows. The text format is a few lines of code, so
 prometheus_client is not needed: its exporter runs a thread per connection
-inside the daemon (the denial of service of issue 16) and its registry is
+inside the daemon (a connection flood becomes a thread flood) and its registry is
 process-global state.
 
 Access: the default transport is a unix socket, mode 0660, group root or

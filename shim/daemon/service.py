@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The daemon's lifecycle around one queue: start, judge, reload, stop.
 
-Order is the contract (issue #2):
+Order is the contract (what systemd and the kernel see depends on it):
   start: compile config -> check privileges -> choose backend -> bind queue
          -> install diversion -> READY=1
   stop:  STOPPING=1 -> remove diversion -> drain and answer what is queued -> unbind
