@@ -5,7 +5,7 @@ Run as `.venv/bin/python bench/bench_parse.py [--quick]`. It compiles a small
 throw-away cffi module (in a temp dir) from native/icmp6.c plus a C timing
 loop, so the C figures carry no Python cost, and a no-op C function with the
 same argument shape as icmp6_parse, so the cffi call overhead shows on its
-own. The Python figures go through shim.native, as the daemon does. Output
+own. The Python figures go through shim.bindings.icmp6, as the daemon does. Output
 is a Markdown table on stdout. Nothing is written outside the temp dir.
 
 Figures are the best of several repeats (the least disturbed run), per call.
@@ -28,8 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shim.model import NativeRule  # noqa: E402
-from shim.native import NativeTable, parse  # noqa: E402
+from shim.core.model import NativeRule  # noqa: E402
+from shim.bindings.icmp6 import NativeTable, parse  # noqa: E402
 
 __all__ = ["SHAPES", "main"]
 

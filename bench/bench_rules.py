@@ -13,10 +13,10 @@ import tempfile
 import timeit
 from pathlib import Path
 
-from shim.config import load_config
-from shim.engine import compile_config
-from shim.native import NativeTable
-from shim.packets import icmp6_packet
+from shim.config.loader import load_config
+from shim.daemon.compile import compile_config
+from shim.bindings.icmp6 import NativeTable
+from shim.lab.packets import icmp6_packet
 
 PACKET = icmp6_packet("2001:db8:1::a", "2001:db8:2::b", 128, 0, b"x" * 56)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness import Bed, pid_tree
-from shim.runner import ShimProcess
+from shim.lab.runner import ShimProcess
 
 __all__ = ["VARIANTS", "Consumer", "start", "user_rules"]
 

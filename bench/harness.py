@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.frames import frames, frames_file
-from shim.netns import Topology, load_topology
+from shim.lab.netns import Topology, load_topology
 
 __all__ = ["Bed", "QueueStat", "build_tools", "cpu_ticks", "pid_tree", "queue_stats", "rss_kib"]
 

@@ -25,7 +25,7 @@ enum {
     ENGINE_VERDICT_MAX = 256,    /* verdicts buffered before a send */
     ENGINE_MSG_MAX = 40,         /* octets of one encoded verdict message */
     ENGINE_LOG_SNAP = 1280,      /* octets of a logged packet kept for Python */
-    ENGINE_ACCEPT = 0,           /* plan kinds, as shim.nfq's plan */
+    ENGINE_ACCEPT = 0,           /* plan kinds: shim.core.model.PlanKind */
     ENGINE_DROP = 1,
     ENGINE_MARK = 2,
     ENGINE_PKT_OK = 0,           /* engine_parse_packet statuses */

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from shim.netns import Topology, load_topology
-from shim.nfnetlink import NFQUEUE_PROC
-from shim.runner import ShimProcess
+from shim.adapters.nfnetlink import NFQUEUE_PROC
+from shim.lab.netns import Topology, load_topology
+from shim.lab.runner import ShimProcess
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

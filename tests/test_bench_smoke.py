@@ -16,8 +16,8 @@ import pytest
 from bench.frames import PROFILES, frames, frames_file
 from bench.harness import build_tools
 from bench.report import machine, render, write
-from shim.native import parse
-from shim.netns import Topology, load_topology
+from shim.bindings.icmp6 import parse
+from shim.lab.netns import Topology, load_topology
 
 __all__: list[str] = []
 

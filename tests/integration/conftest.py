@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shim.netns import Topology
+from shim.lab.netns import Topology
 from tests.integration.wire import Wire
 
 

@@ -15,7 +15,7 @@ import struct
 import sys
 import time
 
-from shim.packets import icmp6_packet
+from shim.lab.packets import icmp6_packet
 
 
 def flood(src: str, dst: str, icmp_type: int, size: int, count: int, seconds: float) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from shim.adversarial_run import run_suite
+from shim.lab.adversarial_run import run_suite
 
 pytestmark = pytest.mark.netns
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from shim.control import query
-from shim.netns import Topology
-from shim.packets import icmp6_packet
-from shim.runner import ShimProcess
+from shim.daemon.control import query
+from shim.lab.netns import Topology
+from shim.lab.packets import icmp6_packet
+from shim.lab.runner import ShimProcess
 from tests.integration.wire import A, B, Wire
 
 pytestmark = pytest.mark.netns
@@ -147,7 +147,7 @@ class TestStats:
 
     def test_stats_without_daemon_is_one_line(self, tmp_path: Path) -> None:
         """No daemon: a precise line and a non-zero exit."""
-        from shim.cli import main
+        from shim.cli.main import main
         assert main(["stats", "--socket", str(tmp_path / "none.sock")]) == 1
 
 
@@ -232,7 +232,7 @@ class TestPrometheus:
         """With [metrics] prometheus set, /metrics on loopback shows rule hits and kernel counters."""
         import urllib.request
 
-        from shim.netns import in_netns
+        from shim.lab.netns import in_netns
 
         shim = shim_on(three_node.ns("g"), config_dir('[metrics]\nprometheus = "127.0.0.1:9477"\n' + DROP_ECHO))
         w = wire()
@@ -269,8 +269,8 @@ class TestShadow:
 
     def test_shadow_needs_the_netfilterqueue_engine(self, config_dir: Callable[..., Path]) -> None:
         """Shadow with the batched engine is a config error naming the key."""
-        from shim.config import load_config
-        from shim.errors import ConfigError
+        from shim.config.loader import load_config
+        from shim.core.errors import ConfigError
 
         cfg = config_dir('[engine]\nkind = "batched"\n[shadow]\nrules = "c.toml"\n')
         (cfg / "c.toml").write_text("")

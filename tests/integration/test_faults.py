@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from shim.control import query
-from shim.diversion import cleanup_all, ipt_chain_name, nft_table_name
-from shim.netns import Topology, in_netns
-from shim.notify import Notifier
-from shim.packets import icmp6_packet
-from shim.runner import ShimProcess
-from shim.service import Service
+from shim.daemon.control import query
+from shim.adapters.diversion import cleanup_all, ipt_chain_name, nft_table_name
+from shim.lab.netns import Topology, in_netns
+from shim.daemon.notify import Notifier
+from shim.lab.packets import icmp6_packet
+from shim.lab.runner import ShimProcess
+from shim.daemon.service import Service
 from tests.integration.wire import A, B, Wire
 
 pytestmark = pytest.mark.netns
@@ -92,7 +92,7 @@ class TestReloadOffThePacketPath:
         config_dir: Callable[..., Path], wire: Callable[..., Wire],
     ) -> None:
         """A reload of 20,000 rules: packets sent meanwhile get verdicts while it parses."""
-        from shim.config import MAX_RULES
+        from shim.config.loader import MAX_RULES
 
         cfg = config_dir(ACCEPT_ECHO)
         shim = shim_on(three_node.ns("g"), cfg, extra=())

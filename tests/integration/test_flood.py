@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shim.control import query
-from shim.netns import Topology
-from shim.runner import ShimProcess
+from shim.daemon.control import query
+from shim.lab.netns import Topology
+from shim.lab.runner import ShimProcess
 from tests.integration.wire import A, B, G_A, G_B
 
 pytestmark = pytest.mark.netns

@@ -22,12 +22,12 @@ from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, fragment6
 from scapy.layers.ipsec import AH
 
-from shim.control import query
-from shim.diversion import NftDiversion, QueueSpec
-from shim.native import parse
-from shim.netns import Topology, in_netns
-from shim.packets import ext_header, fragment_header, icmp6_packet, ipv6_packet
-from shim.runner import ShimProcess
+from shim.daemon.control import query
+from shim.adapters.diversion import NftDiversion, QueueSpec
+from shim.bindings.icmp6 import parse
+from shim.lab.netns import Topology, in_netns
+from shim.lab.packets import ext_header, fragment_header, icmp6_packet, ipv6_packet
+from shim.lab.runner import ShimProcess
 from tests.integration.wire import A, B, G_A, Wire
 
 pytestmark = pytest.mark.netns

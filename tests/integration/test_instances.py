@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from shim.control import query
-from shim.netns import Topology, TopologySpec, NodeSpec, in_netns
-from shim.runner import ShimProcess
+from shim.daemon.control import query
+from shim.lab.netns import Topology, TopologySpec, NodeSpec, in_netns
+from shim.lab.runner import ShimProcess
 from tests.integration.wire import A, B, Wire
-from shim.packets import icmp6_packet
+from shim.lab.packets import icmp6_packet
 
 pytestmark = pytest.mark.netns
 
@@ -240,7 +240,7 @@ class TestCleanup:
             for table in ("icmp6_shim_q0", "icmp6_shim_q1", "icmp6_shim", "theirs"):
                 lone_ns.run("x", "nft", "add", "table", "inet", table, check=True)
         else:
-            from shim.diversion import IptablesDiversion, QueueSpec
+            from shim.adapters.diversion import IptablesDiversion, QueueSpec
 
             with in_netns(x):
                 IptablesDiversion(QueueSpec(first=0)).install()

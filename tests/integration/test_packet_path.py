@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shim.netns import Topology
-from shim.packets import icmp6_packet
-from shim.runner import ShimProcess
+from shim.lab.netns import Topology
+from shim.lab.packets import icmp6_packet
+from shim.lab.runner import ShimProcess
 from tests.integration.wire import A, B, G_A, Wire
 
 pytestmark = pytest.mark.netns

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.testbed import NS_PREFIX, load_scenario, run_once
+from shim.lab.testbed import NS_PREFIX, load_scenario, run_once
 
 pytestmark = pytest.mark.netns
 

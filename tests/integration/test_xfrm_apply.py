@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shim.netns import NodeSpec, Topology, TopologySpec
+from shim.lab.netns import NodeSpec, Topology, TopologySpec
 
 pytestmark = pytest.mark.netns
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Addresses of the three-node topology, and the Wire the tests send and listen with."""
 
-from shim.wire import Wire
+from shim.lab.wire import Wire
 
 __all__ = ["A", "B", "G_A", "G_B", "Wire"]
 

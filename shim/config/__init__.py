@@ -1,0 +1,7 @@
+# SPDX-License-Identifier: MIT
+"""The only reader of configuration files, and the value parsers it uses.
+
+Imports shim.core only.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: MIT
+"""Reloads off the packet path (shim.daemon.reload) and the Service's keep-the-old-table rule.
+
+Issue 16: only ShimError was caught around a reload, so any other exception
+killed the daemon (and its exit removed the diversion); and the parse ran
+inside the packet loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from shim.daemon import service as service_module
+from shim.daemon.notify import Notifier
+from shim.daemon.reload import Reloader
+from shim.daemon.service import Service
+
+DROP_ECHO = '[[rule]]\nname = "drop-echo"\ntype = "echo-request"\nverdict = "drop"\n'
+
+
+class TestReloader:
+    """One reload thread at a time, bounded in time, every exception an error string."""
+
+    def test_any_exception_is_an_outcome(self) -> None:
+        """A RecursionError in the work is an error outcome, not an exception in the loop."""
+        def work() -> int:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        r: Reloader[int] = Reloader(work, timeout=10)
+        r.request()
+        out = r.wait(10)
+        assert out is not None and out.value is None
+        assert out.error == "internal error: RecursionError (nested too deep)"
+
+    def test_timeout_fails_now_and_drops_the_late_result(self) -> None:
+        """A reload past its timeout fails at once; its late value is dropped; a queued request runs next."""
+        release, calls = threading.Event(), []
+
+        def work() -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                release.wait(10)
+            return len(calls)
+
+        r: Reloader[int] = Reloader(work, timeout=0.05)
+        r.request()
+        out = r.wait(5)
+        assert out is not None and out.value is None and "did not finish within" in (out.error or "")
+        r.request()  # waits for the stuck thread: never two at once
+        assert len(calls) == 1 and r.busy
+        release.set()
+        out = r.wait(5)
+        assert out is not None and out.value == 2 and len(calls) == 2
+
+
+class TestServiceReload:
+    """Service.reload keeps the old table on any failure and reports it."""
+
+    def make(self, tmp_path: Path) -> Service:
+        (tmp_path / "icmp6-shim.toml").write_text(DROP_ECHO)
+        return Service(tmp_path, notifier=Notifier({}), control_socket="")
+
+    def test_unexpected_exception_keeps_the_old_table(self, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        """Not a ShimError: the old table stays, the error is in stats and STATUS."""
+        svc = self.make(tmp_path)
+        old = svc.compiled
+
+        def boom(_config: object) -> object:
+            raise MemoryError("no room for the table")
+
+        monkeypatch.setattr(service_module, "compile_config", boom)
+        assert svc.reload() is False
+        assert svc.compiled is old and svc.reload_failures == 1
+        snap = svc.snapshot()
+        assert snap["last_reload_error"] == "internal error: MemoryError: no room for the table"
+        assert "last reload failed, old table kept: internal error: MemoryError" in svc.status_line()
+
+    def test_unreadable_dropin_keeps_the_rules(self, tmp_path: Path) -> None:
+        """A non-UTF-8 drop-in added after start: reload fails, the user rule stays enforced."""
+        svc = self.make(tmp_path)
+        (tmp_path / "rules.d").mkdir()
+        (tmp_path / "rules.d" / "bad.toml").write_bytes(b"# \xff\n")
+        assert svc.reload() is False
+        assert "drop-echo" in [r.name for r in svc.compiled.table.rules]
+        assert "not UTF-8" in str(svc.snapshot()["last_reload_error"])
+        (tmp_path / "rules.d" / "bad.toml").unlink()
+        assert svc.reload() is True and svc.snapshot()["last_reload_error"] is None
