@@ -513,8 +513,9 @@ int icmp6_is_non_icmpv6(const struct icmp6_view *v)
 }
 
 /* contract: the slot of (src, dst, id, hook) in f (f->n_slots > 0): FNV-1a over
- * (src, dst, id), mixed with the seed so a sender cannot pick another
- * datagram's slot, plus the hook: a packet judged at two hooks (prerouting and
+ * (src, dst, id), mixed with the seed (FNV is no keyed hash: the seed makes
+ * aiming at a chosen slot harder, not impossible; a lost entry only falls back
+ * to the rules), plus the hook: a packet judged at two hooks (prerouting and
  * forward) has a decision at each, in neighbouring slots that never collide. */
 static struct icmp6_fate_entry *fate_slot(const struct icmp6_fate *f, const struct icmp6_view *v,
                                           uint32_t hook)
@@ -534,13 +535,14 @@ static struct icmp6_fate_entry *fate_slot(const struct icmp6_fate *f, const stru
 /* contract: 1 and *decision if f remembers v's datagram at hook (fresh, and a
  * decision not above limit), else 0. */
 static int fate_find(const struct icmp6_fate *f, const struct icmp6_view *v, uint32_t hook,
-                     uint32_t limit, uint32_t *decision)
+                     uint32_t indev, uint32_t outdev, uint32_t limit, uint32_t *decision)
 {
     if (f->slots == NULL || f->n_slots == 0) {
         return 0;
     }
     const struct icmp6_fate_entry *e = fate_slot(f, v, hook);
-    if (!e->used || e->id != v->frag_id || e->hook != hook || memcmp(e->src, v->src, 16) != 0 ||
+    if (!e->used || e->id != v->frag_id || e->hook != hook || e->indev != indev ||
+        e->outdev != outdev || memcmp(e->src, v->src, 16) != 0 ||
         memcmp(e->dst, v->dst, 16) != 0 || (uint32_t)(f->now - e->stamp) > f->ttl ||
         e->decision > limit) {
         return 0;
@@ -549,9 +551,10 @@ static int fate_find(const struct icmp6_fate *f, const struct icmp6_view *v, uin
     return 1;
 }
 
-/* contract: remember that v's datagram (a first fragment) got decision at hook. */
+/* contract: remember that v's datagram (a first fragment) got decision at hook,
+ * arriving and leaving through indev and outdev. */
 static void fate_store(struct icmp6_fate *f, const struct icmp6_view *v, uint32_t hook,
-                       uint32_t decision)
+                       uint32_t indev, uint32_t outdev, uint32_t decision)
 {
     if (f->slots == NULL || f->n_slots == 0) {
         return;
@@ -561,6 +564,8 @@ static void fate_store(struct icmp6_fate *f, const struct icmp6_view *v, uint32_
     memcpy(e->dst, v->dst, 16);
     e->id = v->frag_id;
     e->hook = hook;
+    e->indev = indev;
+    e->outdev = outdev;
     e->decision = decision;
     e->stamp = f->now;
     e->used = 1;
@@ -620,7 +625,7 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
     if (f != NULL) {
         f->last = ICMP6_FATE_NONE;
         if (scratch->frag_status == ICMP6_FRAG_NON_FIRST) {
-            decided = fate_find(f, scratch, hook, top, &i);
+            decided = fate_find(f, scratch, hook, indev, outdev, top, &i);
             f->last = decided ? ICMP6_FATE_FOLLOWED : ICMP6_FATE_UNKNOWN;
             f->followed += (uint64_t)decided;
             f->unknown += (uint64_t)!decided;
@@ -633,7 +638,7 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
             i = walk_rules(t, scratch, hook, indev, outdev);
         }
         if (f != NULL && scratch->frag_status == ICMP6_FRAG_FIRST) {
-            fate_store(f, scratch, hook, i);
+            fate_store(f, scratch, hook, indev, outdev, i);
         }
     }
     if (t->hits != NULL) {

@@ -167,6 +167,8 @@ struct icmp6_fate_entry {
     uint8_t dst[16];
     uint32_t id;                 /* Fragment header Identification */
     uint32_t hook;               /* where the first fragment was judged */
+    uint32_t indev;              /* and through which interfaces: a fragment that comes */
+    uint32_t outdev;             /* another way is not that datagram's as far as we know */
     uint32_t decision;           /* what icmp6_classify returned for the first fragment */
     uint32_t stamp;              /* fate.now when stored */
     uint32_t used;               /* 1: the slot holds a datagram */
@@ -174,8 +176,8 @@ struct icmp6_fate_entry {
 
 /* The fragment fate table: caller-owned, bounded, one slot per hash of
  * (src, dst, id, hook); a newer datagram overwrites an older one in its
- * slot. A non-first
- * fragment whose datagram is remembered gets the same decision (verdict and
+ * slot. A non-first fragment whose datagram is remembered (same addresses,
+ * id, hook and interfaces) gets the same decision (verdict and
  * mark) as its first fragment, without a rule walk; any other non-first
  * fragment is judged as before. Forgetting is safe: a datagram whose first
  * fragment was dropped cannot be reassembled whatever happens to the rest. */

@@ -91,8 +91,11 @@ DIVERTED: tuple[Divert, ...] = (
     Divert(what="every packet with AH: nft's walk stops at AH, so ICMPv6 behind it "
                 "is not 'meta l4proto ipv6-icmp'",
            nft="meta l4proto ah", ipt=(("-m", "ah"),)),
-    Divert(what="ICMPv6", nft="meta l4proto ipv6-icmp", ipt=(("-p", "ipv6-icmp"),),
-           by_type=True),
+    # nft: `icmpv6 type 0-255` needs the 4-octet ICMPv6 header; ICMPv6 without one has no
+    # type to charge a budget to, so it falls to the last line (the "headers" budget).
+    # ip6tables' -m icmp6 drops such packets itself (hotdrop).
+    Divert(what="ICMPv6 with a readable type", nft="meta l4proto ipv6-icmp icmpv6 type 0-255",
+           ipt=(("-p", "ipv6-icmp"),), by_type=True),
     Divert(what="Mobility, HIP, Shim6 and the experimental 253/254: extension headers to "
                 "the shim's parser (RFC 7045), upper layers to the kernel's walk",
            nft="meta l4proto { 135, 139, 140, 253, 254 }",
@@ -100,7 +103,8 @@ DIVERTED: tuple[Divert, ...] = (
     Divert(what="any other upper layer the kernel's walk found: not diverted",
            nft="meta l4proto != ipv6-icmp", ipt=(("!", "-p", "ipv6-icmp"),), queue=False),
     Divert(what="the rest: the kernel's walk found no upper layer (meta l4proto is unset, "
-                "so the line above does not match)", nft="", ipt=((),)),
+                "so the line above does not match), or ICMPv6 too short for its type",
+           nft="", ipt=((),)),
 )
 
 
@@ -414,7 +418,7 @@ class IptablesDiversion:
             chain, flag = f"{self.spec.ipt_chain}_{d.upper()}", "-i" if d == "in" else "-o"
             out.append(["-N", chain])
             for name, rate in limited.items():
-                cls = f"{chain}_{name.upper()}"
+                cls = f"{chain}_{_tag(name)}"
                 out.append(["-N", cls])
                 limit = ["-m", "hashlimit", "--hashlimit-above", f"{rate}/sec",
                          "--hashlimit-burst", str(rate)]
@@ -429,7 +433,7 @@ class IptablesDiversion:
                 # -g, not -j: the class chain's end returns past the direction chain's jump,
                 # so a packet is charged to exactly one class; a class without a budget
                 # returns at once (its packets must not fall into a later class either).
-                return ["-g", f"{chain}_{name.upper()}"] if name in limited else ["-j", "RETURN"]
+                return ["-g", f"{chain}_{_tag(name)}"] if name in limited else ["-j", "RETURN"]
 
             # In DIVERTED's order, so a packet is sorted by the line that would queue it
             # (a fragmented echo request is charged to "headers", as it is queued for that).
@@ -518,18 +522,27 @@ class IptablesDiversion:
 _IPT_MAX_BUCKETS = 64  # interfaces with a hashlimit bucket of their own; the rest share one
 
 
+# Chain-name tags of the budget classes: ICMP6_SHIM_Q65535 (17) + _OUT_ + tag must fit
+# xtables' 28 characters.
+_TAGS = {"nd": "ND", "error": "ERROR", "other": "OTHER", "headers": "HDRS"}
+
+
+def _tag(name: str) -> str:
+    return _TAGS[name]
+
+
 def _budget_chains(chain: str) -> list[str]:
     """The budget chains of base chain `chain` (each direction chain before its class
     chains), whether or not a spec uses them."""
     return [f"{chain}_{d.upper()}{suffix}" for d in ("in", "out")
-            for suffix in ("", *(f"_{name.upper()}" for name, _t in BUDGET_CLASSES))]
+            for suffix in ("", *(f"_{_tag(name)}" for name, _t in BUDGET_CLASSES))]
 
 
 def parse_ipt_counters(text: str, chain: str) -> DiversionCounters:
     """Sum `[packets:bytes] -A CHAIN ...` lines of ip6tables-save -c: our NFQUEUE rules, and
     each budget rule that drops or accepts (not the RETURNs)."""
     queued, budget, by_if = 0, dict[str, int](), dict[str, int]()
-    classes = {f"{chain}_{d.upper()}_{name.upper()}": (name, d)
+    classes = {f"{chain}_{d.upper()}_{_tag(name)}": (name, d)
                for d in ("in", "out") for name, _t in BUDGET_CLASSES}
     for line in text.splitlines():
         words = line.split()

@@ -210,7 +210,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {w}")
     n_user = sum(1 for r in compiled.table.rules if r.origin.value == "user")
     print(f"ok: {cfg_dir or 'built-in settings'}: {len(compiled.table.rules)} rules "
-          f"({n_user} user), {len(warnings)} warnings")
+          f"({n_user} user), {len(warnings)} warning{'' if len(warnings) == 1 else 's'}")
     return 0
 
 

@@ -11,6 +11,10 @@ so only the earlier rules filed under those keys are compared.
 Rule 1: the answers are those of comparing with every earlier rule in order
 (tests/test_coverage.py checks this against the former quadratic loop).
 Rule 2: exact duplicates are filed once; the first of them stands for all.
+Rule 3: one search compares with at most `budget` earlier rules. Rules that differ only
+in codes, hooks, classes or ranges share a leaf, and a config of thousands of them would
+make `check` quadratic again; past the budget the search gives up (no cover reported) and
+counts it in `incomplete`, so `lint` can say the analysis was cut short, never guess.
 Pure: no I/O, no logging.
 """
 
@@ -138,6 +142,8 @@ class CoverIndex:
     _first: dict[Shape, tuple[int, int | None]] = field(default_factory=dict)
     _leaves: dict[tuple[object, ...], _Leaf] = field(default_factory=dict)
     _plens: tuple[set[int], set[int]] = field(default_factory=lambda: (set(), set()))
+    budget: int = 128     # Rule 3: comparisons one search may make
+    incomplete: int = 0   # searches that hit the budget
 
     def add(self, s: Shape) -> int | None:
         """Add the next rule's Shape; return the index of the first earlier one covering it."""
@@ -159,6 +165,7 @@ class CoverIndex:
 
     def _search(self, b: Shape) -> int | None:
         best: int | None = None
+        left = self.budget
         for key in self._candidate_keys(b):
             leaf = self._leaves.get(key)
             if leaf is None:
@@ -166,6 +173,10 @@ class CoverIndex:
             for i in self._candidates(leaf, b):
                 if best is not None and i >= best:
                     break
+                if left == 0:
+                    self.incomplete += 1
+                    return None
+                left -= 1
                 if covers(self._shapes[i], b):
                     best = i
                     break

@@ -238,4 +238,9 @@ def lint(table: RuleTable) -> list[str]:
                     if u.verdict != b.verdict and coverage.overlaps(shapes[i], shapes[j])]
         if b.origin is Origin.USER:
             users.append(j)
+    if index.incomplete:
+        out.append(f"{index.incomplete} rules were not fully checked for being unreachable: each "
+                   f"has more than {index.budget} earlier rules with the same addresses, "
+                   "interfaces and flags (only codes, hooks, classes or ranges differ); some "
+                   "that can never match may be unreported")
     return out

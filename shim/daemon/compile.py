@@ -63,7 +63,7 @@ def compile_config(config: Config) -> Compiled:
 
 
 # Datagrams whose first fragment's decision the packet path remembers, so their other
-# fragments get the same verdict and mark: 4096 slots of 48 octets, 192 KiB per table.
+# fragments get the same verdict and mark: 4096 slots of 60 octets, 240 KiB per table.
 FATE_SLOTS = 4096
 
 

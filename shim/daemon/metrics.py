@@ -101,6 +101,23 @@ def render(snap: dict[str, Any]) -> str:
             (({"queue": str(k["queue"]), "counter": key}, k[key])
              for k in snap.get("kernel") or []
              for key in ("queue_total", "queue_dropped", "user_dropped")))
+    overload = snap.get("overload") or {}
+    causes = [({"cause": "budget", "class": name}, n)
+              for name, n in (overload.get("budget") or {}).items()]
+    causes += [({"cause": cause}, overload[key]) for cause, key in
+               (("queue_full", "queue_full_drops"), ("socket_full", "socket_full_drops"),
+                ("fail_open", "fail_open_accepts")) if overload.get(key) is not None]
+    _family(lines, "icmp6_shim_overload_packets", "counter",
+            "Packets overload kept from being judged, by cause (budget: cut before the queue, "
+            "dropped or accepted unjudged as over_budget says; fail_open: a lower bound)", causes)
+    _family(lines, "icmp6_shim_non_icmpv6_packets", "counter",
+            "Other traffic diverted for its headers and accepted without a rule walk",
+            [({}, snap.get("non_icmpv6", 0))])
+    _family(lines, "icmp6_shim_fragments", "counter", "Non-first fragments by fate",
+            (({"fate": k}, n) for k, n in (snap.get("fragments") or {}).items()))
+    log = snap.get("log") or {}
+    _family(lines, "icmp6_shim_log_failures", "counter", "Log writes that failed, lines lost",
+            (({"what": k}, log[k]) for k in ("failures", "dropped") if k in log))
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from shim.config.loader import Config, load_config
 from shim.daemon.control import ControlServer, kernel_queue_stats, overload_stats, socket_path
-from shim.adapters.diversion import Diversion, QueueSpec, budget_spec, choose_backend
+from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, budget_spec,
+                                     choose_backend)
 from shim.daemon.compile import Compiled, compile_config
 from shim.core.errors import EnvironmentProblem
 from shim.daemon.logs import RateLimiter, get_logger, sink_counters
@@ -35,6 +36,7 @@ from shim.bindings.icmp6 import parse
 from shim.adapters.engines import reader_class
 from shim.adapters.reader import Judge, PacketLike, Reader
 from shim.daemon.notify import Notifier
+from shim.daemon.rulecounters import CachedCounters
 from shim.daemon.reload import Outcome, Reloader, describe
 from shim.daemon.sockserve import sync_poller
 
@@ -111,6 +113,7 @@ class Service:
         self.reload_failures = 0
         self.last_reload_error: str | None = None
         self.diversion: Diversion | None = None
+        self._rule_counters: CachedCounters[DiversionCounters] | None = None
         self.reader: Reader | None = None
         self._flags = _Flags()
         # Tracing logs every decision, still bounded: a flood must not flood the journal.
@@ -167,6 +170,7 @@ class Service:
                 diversion.install()
                 # Owned from here on: stop() removes only what this process installed.
                 self.diversion = diversion
+                self._rule_counters = CachedCounters(diversion.counters)
                 self.log.info("diversion_installed", backend=diversion.name,
                               hooks=[h.name.lower() for h in s.hooks],
                               queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open)
@@ -380,7 +384,8 @@ class Service:
     def snapshot(self) -> dict[str, object]:
         """Everything `icmp6-shim stats` shows, as plain JSON values."""
         # Rule counters, then the kernel's, then ours: the order overload_stats relies on.
-        div = self.diversion.counters() if self.diversion is not None else None
+        # Cached, read in a thread: the tools' fork and dump never run in the packet loop.
+        div = self._rule_counters.get() if self._rule_counters is not None else None
         kernel = kernel_queue_stats([self.queue_num])
         c = self.counters()
         table = self.compiled.table

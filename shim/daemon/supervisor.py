@@ -25,12 +25,14 @@ from typing import Any
 
 from shim.config.loader import Config, load_config
 from shim.daemon.control import ControlServer, kernel_queue_stats, overload_stats, socket_path
-from shim.adapters.diversion import Diversion, QueueSpec, budget_spec, choose_backend
+from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, budget_spec,
+                                     choose_backend)
 from shim.daemon.compile import compile_config
 from shim.core.errors import ShimError
 from shim.daemon.logs import get_logger, sink_counters
 from shim.daemon.metrics import MetricsServer, MetricsSettings
 from shim.daemon.notify import Notifier
+from shim.daemon.rulecounters import CachedCounters
 from shim.daemon.reload import Outcome, Reloader, describe
 from shim.daemon.service import RELOAD_TIMEOUT, Service, check_privileges
 from shim.daemon.sockserve import sync_poller
@@ -100,6 +102,7 @@ class Supervisor:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.diversion: Diversion | None = None
+        self._rule_counters: CachedCounters[DiversionCounters] | None = None
         self.backend_name: str | None = None
         self.worker_failures = 0
         self.reloads = 0
@@ -156,6 +159,7 @@ class Supervisor:
                                             "can read the counters; prefer [metrics] socket")
             diversion.install()
             self.diversion = diversion
+            self._rule_counters = CachedCounters(diversion.counters)
             self.log.info("diversion_installed", backend=diversion.name,
                           queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open, workers=s.workers)
             self.log.info("ready", workers=s.workers)
@@ -302,7 +306,8 @@ class Supervisor:
 
     def snapshot(self) -> dict[str, object]:
         """Counters summed over the workers' latest reports."""
-        div = self.diversion.counters() if self.diversion is not None else None
+        # Cached, read in a thread: the tools' fork and dump never run in the packet loop.
+        div = self._rule_counters.get() if self._rule_counters is not None else None
         kernel = kernel_queue_stats([w.queue for w in self.workers])
         total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0, "non_icmpv6": 0,
                                  "verdicts": {}, "types": {}, "fragments": {}, "rules": {}}

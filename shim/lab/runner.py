@@ -24,6 +24,10 @@ from shim.core.errors import ShimError
 
 __all__ = ["ShimProcess", "TIME_SCALE_ENV", "time_scale"]
 
+# The source tree's root (shim/lab/runner.py -> ../../..): `python -m shim` runs from there,
+# so a checkout that is not installed still finds its package.
+_REPO = Path(__file__).resolve().parents[2]
+
 # One factor for every bounded wait of the lab and the tests: under emulation (the VM lane
 # runs a TCG guest, ~5-10x slower) an interpreter start alone can take seconds, so the
 # waits stretch; what is asserted never changes.
@@ -73,7 +77,8 @@ class ShimProcess:
         cmd = [sys.executable, "-m", "shim", "run", "--log-format", "json",
                "--control-socket", self.control_socket, *self.extra]
         if self.config_dir is not None:
-            cmd += ["--config", str(self.config_dir)]
+            # Absolute: a relative path means the caller's directory, not the child's cwd.
+            cmd += ["--config", str(Path(self.config_dir).resolve())]
         return (["ip", "netns", "exec", self.netns] if self.netns else []) + cmd
 
     def start(self) -> ShimProcess:
@@ -84,7 +89,7 @@ class ShimProcess:
         self.proc = subprocess.Popen(self.argv(),
                                      stdout=subprocess.PIPE if self.stdout is None else self.stdout,
                                      stderr=subprocess.PIPE,
-                                     text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+                                     text=True, env=env, cwd=_REPO)
         if self.stdout is None:
             threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()

@@ -37,7 +37,7 @@ class TestRender:
     def test_nft_single_queue_bypass(self) -> None:
         """One queue with fail-open renders `queue num N bypass` on each hook chain."""
         text = NftDiversion(QueueSpec(first=3, hooks=(Hook.INPUT, Hook.FORWARD))).render()
-        assert text.count("meta l4proto ipv6-icmp counter queue num 3 bypass") == 2
+        assert text.count("meta l4proto ipv6-icmp icmpv6 type 0-255 counter queue num 3 bypass") == 2
         assert text.count("queue num 3 bypass") == 2 * _QUEUED
         assert "hook input priority -150" in text and "hook forward priority -150" in text
 
@@ -55,7 +55,7 @@ class TestRender:
             assert body == [
                 "exthdr frag exists counter queue num 1 bypass",
                 "meta l4proto ah counter queue num 1 bypass",
-                "meta l4proto ipv6-icmp counter queue num 1 bypass",
+                "meta l4proto ipv6-icmp icmpv6 type 0-255 counter queue num 1 bypass",
                 "meta l4proto { 135, 139, 140, 253, 254 } counter queue num 1 bypass",
                 "meta l4proto != ipv6-icmp return",
                 "counter queue num 1 bypass",
@@ -117,11 +117,11 @@ class TestBudgetRender:
             d = "out" if hook == "output" else "in"
             lines = [line.strip() for line in chain.splitlines()]
             queue = next(i for i, line in enumerate(lines)
-                         if "meta l4proto ipv6-icmp counter queue num 0" in line)
+                         if "meta l4proto ipv6-icmp icmpv6 type 0-255 counter queue num 0" in line)
             budget = [i for i, line in enumerate(lines) if "limit rate over" in line]
             # The three type classes, right before the ICMPv6 queue line, with its match.
             assert budget == [queue - 3, queue - 2, queue - 1]
-            assert all("meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type" in lines[i]
+            assert all("meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 0-255 icmpv6 type" in lines[i]
                        for i in budget)
             assert all(f"@budget_{n}_{d} {{ {key} limit rate over {r}/second" in chain
                        for n, r in BUDGET.rates)
@@ -149,7 +149,7 @@ class TestBudgetRender:
         text = IptablesDiversion(QueueSpec(first=5, hooks=(Hook.INPUT,), budget=ALL_BUDGETS)).render()
         chain = [line.removeprefix("ip6tables -t mangle -A ICMP6_SHIM_Q5_IN ")
                  for line in text.splitlines() if line.startswith("ip6tables -t mangle -A ICMP6_SHIM_Q5_IN ")]
-        h = "-g ICMP6_SHIM_Q5_IN_HEADERS"
+        h = "-g ICMP6_SHIM_Q5_IN_HDRS"
         assert chain[:2] == [f"-m frag {h}", f"-m ah {h}"]
         assert chain[2] == "-p ipv6-icmp -m icmp6 --icmpv6-type 133 -g ICMP6_SHIM_Q5_IN_ND"
         assert chain[-7:] == [*(f"-p {p} {h}" for p in (135, 139, 140, 253, 254)),
@@ -157,7 +157,25 @@ class TestBudgetRender:
         assert "-p ipv6-icmp -g ICMP6_SHIM_Q5_IN_OTHER" in chain
         # Without a headers budget those packets return at once (queued, never budgeted).
         text = IptablesDiversion(QueueSpec(first=5, hooks=(Hook.INPUT,), budget=BUDGET)).render()
-        assert "HEADERS" not in text and "-A ICMP6_SHIM_Q5_IN -m frag -j RETURN" in text
+        assert "HDRS" not in text and "-A ICMP6_SHIM_Q5_IN -m frag -j RETURN" in text
+
+    def test_every_chain_name_fits_xtables_at_the_highest_queue(self) -> None:
+        """xtables names hold 28 characters: the longest instance (queue 65535) with every
+        budget and both directions still installs."""
+        text = IptablesDiversion(QueueSpec(first=65535, budget=ALL_BUDGETS)).render()
+        names = {line.split()[4] for line in text.splitlines() if line.split()[3] == "-N"}
+        assert len(names) == 1 + 2 * (1 + len(BUDGET_CLASSES))
+        assert max(map(len, names)) <= 28, sorted(names, key=len)[-1]
+
+    def test_icmpv6_without_a_type_pays_the_headers_budget(self) -> None:
+        """nft: ICMPv6 too short for its type cannot be charged by type, so the ICMPv6 line
+        asks for a readable type and such a packet reaches the last (budgeted) line."""
+        rules = _chains(NftDiversion(QueueSpec(first=0, hooks=(Hook.INPUT,),
+                                               budget=ALL_BUDGETS)).render())["input"]
+        icmp = next(r for r in rules if "ipv6-icmp" in r and "queue" in r)
+        assert "icmpv6 type 0-255" in icmp
+        assert rules[-1] == "meta nfproto ipv6 counter queue num 0 bypass"
+        assert "@budget_headers_in" in rules[-2] and "meta l4proto" not in rules[-2]
 
     def test_nft_other_excludes_the_named_classes(self) -> None:
         """`other` is every type that ND and errors do not name, even one without a budget."""

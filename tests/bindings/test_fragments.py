@@ -147,6 +147,16 @@ class TestFate:
         assert [t.classify(second, pr, 0, 0), t.classify(second, FWD, 0, 0)] == [0, 2]
         assert t.classify(second, int(Hook.INPUT), 0, 0) == 1  # never judged at input
 
+    def test_a_fragment_that_comes_another_way_is_not_followed(self) -> None:
+        """The fate is the datagram's as it came: a non-first fragment of the same addresses
+        and id through another interface (a spoofer elsewhere) meets the rules instead."""
+        t = table(NativeRule(types=frozenset({128})), NativeRule(frag=0b1000))
+        first, second = echo_fragments(ident=0x7D)
+        assert t.classify(first, FWD, 2, 3) == 0
+        assert t.classify(second, FWD, 4, 3) == 1 and t.last_fate() == "unknown"
+        assert t.classify(second, FWD, 2, 5) == 1 and t.last_fate() == "unknown"
+        assert t.classify(second, FWD, 2, 3) == 0 and t.last_fate() == "followed"
+
     def test_udp_datagram_followers_are_non_icmpv6(self) -> None:
         """The first fragment of UDP is non-ICMPv6; its followers are too (followed)."""
         t = table(NativeRule())

@@ -225,3 +225,42 @@ class TestScales:
         table = build_table(Settings(), rules)
         assert lint(table) == []
         assert calls < 10 * len(table.rules)
+
+    def test_similar_rules_are_bounded_and_say_so(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Rules that differ only in a range share a leaf: each search stops after `budget`
+        comparisons, and lint says how many rules it could not fully check (Rule 3)."""
+        calls = 0
+        real = coverage.covers
+
+        def counting(a: coverage.Shape, b: coverage.Shape) -> bool:
+            nonlocal calls
+            calls += 1
+            return real(a, b)
+
+        monkeypatch.setattr(coverage, "covers", counting)
+        n = 2000
+        rules = [Rule(name=f"r{i}", priority=None, origin=Origin.USER,
+                      verdict=Verdict(action=Action.DROP),
+                      match=Match(types=frozenset({2}), mtu=(1280 + 2 * i, 1280 + 2 * i)),
+                      file="t.toml", file_order=0, index=i) for i in range(n)]
+        table = build_table(Settings(), rules)
+        warnings = lint(table)
+        budget = coverage.CoverIndex().budget
+        assert calls <= (budget + 1) * len(table.rules)
+        cut = [w for w in warnings if "not fully checked" in w]
+        # Every user rule past the first `budget` (+ the defaults of type 2 in its leaf) hits it.
+        assert len(cut) == 1 and n - budget - 1 <= int(cut[0].split()[0]) <= n
+
+    def test_a_cover_within_the_budget_is_still_found(self) -> None:
+        """The budget only cuts long searches: a covering rule among the first earlier ones
+        is reported as before."""
+        wide = Rule(name="wide", priority=None, origin=Origin.USER, verdict=Verdict(action=Action.DROP),
+                    match=Match(types=frozenset({2}), mtu=(0, 2000)), file="t.toml", file_order=0,
+                    index=0)
+        narrow = Rule(name="narrow", priority=None, origin=Origin.USER,
+                      verdict=Verdict(action=Action.ACCEPT),
+                      match=Match(types=frozenset({2}), mtu=(1300, 1400)), file="t.toml",
+                      file_order=0, index=1)
+        warnings = lint(build_table(Settings(), [wide, narrow]))
+        assert any("'narrow'" in w and "can never match" in w for w in warnings)
+        assert not any("not fully checked" in w for w in warnings)

@@ -95,6 +95,25 @@ class TestRender:
         assert samples[("icmp6_shim_kernel_queue", (("counter", "queue_dropped"), ("queue", "0")))] == 4
         assert samples[("icmp6_shim_type_packets_total", (("type", "128"),))] == 7
 
+    def test_overload_fragments_and_log_counters_are_exported(self) -> None:
+        """What stats shows of overload (by cause), other traffic, fragment fates and log
+        failures is in the metrics too; an unknown fail-open count is left out, not 0."""
+        parser = pytest.importorskip("prometheus_client.parser")
+        snap = dict(SNAP, non_icmpv6=11, fragments={"stored": 2, "followed": 3, "unknown": 1},
+                    log={"sink": "stderr", "failures": 4, "dropped": 0},
+                    overload={"budget": {"nd_in": 6, "headers_in": 9}, "queue_full_drops": 7,
+                              "socket_full_drops": 0, "fail_open_accepts": None})
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in parser.text_string_to_metric_families(render(snap)) for s in fam.samples}
+        o = "icmp6_shim_overload_packets_total"
+        assert samples[(o, (("cause", "budget"), ("class", "nd_in")))] == 6
+        assert samples[(o, (("cause", "budget"), ("class", "headers_in")))] == 9
+        assert samples[(o, (("cause", "queue_full"),))] == 7
+        assert (o, (("cause", "fail_open"),)) not in samples
+        assert samples[("icmp6_shim_non_icmpv6_packets_total", ())] == 11
+        assert samples[("icmp6_shim_fragments_total", (("fate", "followed"),))] == 3
+        assert samples[("icmp6_shim_log_failures_total", (("what", "failures"),))] == 4
+
 
 class TestBounds:
     def test_half_sent_requests_are_bounded_and_expire_then_a_scrape_is_answered(

@@ -65,13 +65,24 @@ def _snmp6(topo: Topology, node: str, key: str) -> int:
 
 
 def _idle(shim: ShimProcess) -> dict[str, object]:
-    """Stats once the kernel queue holds nothing (bounded wait): the counters are then exact."""
+    """Stats once the kernel queue holds nothing (bounded wait): the counters are then exact.
+
+    The diversion's rule counters are read off the packet loop and may be up to a second
+    (plus one read) old, so once the queue is idle wait until two answers a read apart
+    agree on them."""
     snap = query(shim.control_socket)
     for _ in range(50):
         if all(k["queue_total"] == 0 for k in snap["kernel"]):  # type: ignore[union-attr]
             break
         time.sleep(0.1)
         snap = query(shim.control_socket)
+    for _ in range(10):
+        time.sleep(1.2)
+        fresh = query(shim.control_socket)
+        if fresh["overload"] == snap["overload"] and \
+                fresh["overload"]["queued"] is not None:  # type: ignore[index]
+            return fresh
+        snap = fresh
     return snap
 
 
