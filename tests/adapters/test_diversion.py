@@ -297,7 +297,7 @@ class TestInNamespace:
         if queue_ok:  # a stock kernel: the whole diversion, queue included, is accepted
             with in_netns(lone_ns.ns("x")):
                 div.install()
-                listed = lone_ns.run("x", "nft", "list", "table", "inet", "icmp6_shim").stdout
+                listed = lone_ns.run("x", "nft", "list", "table", "inet", div.spec.nft_table).stdout
                 div.remove()
             assert listed.count("queue") == 3 * _QUEUED and "exthdr frag exists" in listed
 
