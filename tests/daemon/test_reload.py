@@ -89,3 +89,20 @@ class TestServiceReload:
         assert "not UTF-8" in str(svc.snapshot()["last_reload_error"])
         (tmp_path / "rules.d" / "bad.toml").unlink()
         assert svc.reload() is True and svc.snapshot()["last_reload_error"] is None
+
+
+class TestRestartOnlySettings:
+    """A reload keeps the restart-only settings as started and names the changed ones."""
+
+    def test_changed_restart_only_keys_are_kept_and_listed(self, tmp_path: Path) -> None:
+        """queue maxlen and the metrics timeout wait for a restart; the log rate follows the file."""
+        (tmp_path / "icmp6-shim.toml").write_text(DROP_ECHO)
+        svc = Service(tmp_path, notifier=Notifier({}), control_socket="")
+        started = svc.settings
+        (tmp_path / "icmp6-shim.toml").write_text(
+            "[queue]\nmaxlen = 77\n[metrics]\ntimeout = 5.0\n[log]\nrate = 3.0\n" + DROP_ECHO)
+        assert svc.reload() is True
+        assert svc.settings.queue_maxlen == started.queue_maxlen
+        assert svc.settings.metrics_timeout == started.metrics_timeout
+        assert svc.settings.log_rate == 3.0
+        assert svc._restart_needed(svc.compiled) == ["queue_maxlen", "metrics_timeout"]
