@@ -19,7 +19,7 @@ __all__ = ["add_commands"]
 def cmd_check(args: argparse.Namespace) -> int:
     from shim.config.loader import load_config
     from shim.daemon.compile import compile_config
-    from shim.core.explain import lint
+    from shim.core.lint import lint
 
     cfg_dir = config_dir(args.config)
     config = load_config(cfg_dir)
