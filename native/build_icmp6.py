@@ -48,7 +48,7 @@ ffibuilder.cdef(
 )
 ffibuilder.set_source(
     "shim._icmp6",
-    '#include "engine.h"',  # which includes icmp6.h (that header has no include guard)
+    '#include "engine.h"',  # which includes icmp6.h
     sources=[_rel(HERE / s) for s in SOURCES],
     include_dirs=[_rel(HERE)],
     depends=[_rel(h) for h in (*HEADERS, HERE / "strict.h")],

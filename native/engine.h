@@ -16,6 +16,9 @@
  *    everything per call lives on the stack; every read is bounds-checked.
  * Like icmp6.h this file is also cffi cdef input ('#' lines dropped).
  */
+#ifndef ICMP6_SHIM_ENGINE_H
+#define ICMP6_SHIM_ENGINE_H
+
 #include <stdint.h>
 #include <stddef.h>
 #include "icmp6.h"
@@ -128,3 +131,5 @@ int64_t engine_pump(struct engine *e, const struct icmp6_table *t,
 /* contract: the oldest log entry, removed from the ring, or NULL when empty;
  * valid until the next engine_pump. */
 const struct engine_log_entry *engine_log_take(struct engine *e);
+
+#endif /* ICMP6_SHIM_ENGINE_H */

@@ -461,6 +461,25 @@ static int icmp_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
     return 1;
 }
 
+/* contract: see icmp6.h. */
+void icmp6_rule_any(struct icmp6_rule *r)
+{
+    memset(r, 0, sizeof *r);
+    memset(r->types, 0xff, sizeof r->types);
+    memset(r->codes, 0xff, sizeof r->codes);
+    r->hooks = (1u << (ICMP6_HOOK_POSTROUTING + 1)) - 1;
+    r->roles = ICMP6_ROLE_LINK_LOCAL | ICMP6_ROLE_END_TO_END | ICMP6_ROLE_ANY_TO_END
+               | ICMP6_ROLE_UNCLASSIFIED;
+    r->ike = ICMP6_IKE_MUST_NOT | ICMP6_IKE_SHOULD_NOT | ICMP6_IKE_MAY | ICMP6_IKE_UNCLASSIFIED;
+    r->frag = (1u << (ICMP6_FRAG_NON_FIRST + 1)) - 1;
+    r->src_classes = (1u << (ICMP6_ADDR_ABSENT + 1)) - 1;
+    r->dst_classes = r->src_classes;
+    r->hop_min = 0;
+    r->hop_max = 255;
+    r->chain_complete = -1;
+    r->malformed = -1;
+}
+
 /* contract: see icmp6.h. Cheap, selective tests come first: most rules of a
  * policy table name ICMPv6 types, so the type set rejects most rules. */
 int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,

@@ -7,8 +7,11 @@
  * No allocation, no globals, every read bounds-checked.
  * build_icmp6.py feeds this file to cffi's cdef after dropping '#' lines, so
  * it must stay within what cdef understands: no macros with bodies, no
- * includes other than the two below.
+ * includes other than the two below; the include guard is '#' lines only.
  */
+#ifndef ICMP6_SHIM_ICMP6_H
+#define ICMP6_SHIM_ICMP6_H
+
 #include <stdint.h>
 #include <stddef.h>
 
@@ -222,6 +225,14 @@ struct icmp6_table {
 int icmp6_parse(const uint8_t *buf, size_t len, uint32_t ext_limit,
                 struct icmp6_view *out);
 
+/* contract: fill *r as the rule that matches every packet: all zero, then each
+ * constrained field at its full range (every type, code, hook, role, IKE use,
+ * fragment status and address class; hop limit 0..255; chain_complete and
+ * malformed -1) and need 0, so no field is required. The one place this
+ * encoding is written; shim.core.model.NativeRule's defaults mirror it
+ * (tests/bindings/test_icmp6.py compares the two). */
+void icmp6_rule_any(struct icmp6_rule *r);
+
 /* contract: does rule r match view v seen at hook with these devices? 1/0. */
 int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
                        const struct icmp6_view *v, uint32_t hook,
@@ -248,3 +259,5 @@ int icmp6_is_non_icmpv6(const struct icmp6_view *v);
 uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
                         size_t len, uint32_t hook, uint32_t indev,
                         uint32_t outdev, struct icmp6_view *scratch);
+
+#endif /* ICMP6_SHIM_ICMP6_H */

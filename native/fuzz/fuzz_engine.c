@@ -25,13 +25,8 @@ enum { N_RULES = 3, CAP = ENGINE_VERDICT_MAX, LOG_CAP = 4 };
 static void build(struct icmp6_table *t, struct icmp6_rule *r, uint64_t *hits, uint64_t *types)
 {
     memset(t, 0, sizeof *t);
-    memset(r, 0, sizeof *r * N_RULES);
     for (int i = 0; i < N_RULES; i++) {
-        memset(r[i].types, 0xff, sizeof r[i].types);
-        memset(r[i].codes, 0xff, sizeof r[i].codes);
-        r[i].hooks = 0x1f; r[i].roles = 0x0f; r[i].ike = 0x0f; r[i].frag = 0x0f;
-        r[i].src_classes = 0x1ff; r[i].dst_classes = 0x1ff; r[i].hop_max = 255;
-        r[i].chain_complete = -1; r[i].malformed = -1;
+        icmp6_rule_any(&r[i]);
     }
     memset(r[0].types, 0, sizeof r[0].types);
     r[0].types[2] = 1ull;            /* 128 */

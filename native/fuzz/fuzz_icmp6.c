@@ -17,28 +17,11 @@
 
 enum { N_RULES = 6 };
 
-/* contract: fill a rule that constrains nothing. */
-static void any_rule(struct icmp6_rule *r)
-{
-    memset(r, 0, sizeof *r);
-    memset(r->types, 0xff, sizeof r->types);
-    memset(r->codes, 0xff, sizeof r->codes);
-    r->hooks = 0x1f;
-    r->roles = 0x0f;
-    r->ike = 0x0f;
-    r->frag = 0x0f;
-    r->src_classes = 0x1ff;
-    r->dst_classes = 0x1ff;
-    r->hop_max = 255;
-    r->chain_complete = -1;
-    r->malformed = -1;
-}
-
 /* contract: build a small fixed table that touches every rule field. */
 static void build_table(struct icmp6_table *t, struct icmp6_rule *rules, uint64_t *hits)
 {
     for (int i = 0; i < N_RULES; i++) {
-        any_rule(&rules[i]);
+        icmp6_rule_any(&rules[i]);
     }
     memset(rules[0].types, 0, sizeof rules[0].types);
     rules[0].types[2] = 1ull << (135 - 128) | 1ull << (136 - 128);  /* NS, NA */

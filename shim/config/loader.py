@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from shim.config import values as cv
-from shim.config.values import parse_verdict
+from shim.config.values import parse_codes, parse_range, parse_types, parse_verdict
 from shim.core.errors import ConfigError
-from shim.core.icmp6_types import parse_codes, parse_range, parse_types
 from shim.core.model import (
     ENGINE_KINDS,
     FRAG_STATUSES,

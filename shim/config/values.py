@@ -6,15 +6,19 @@ Pure functions; shim.config adds the file, rule and key to a BadValue's message.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from shim.core.icmp6_types import CODE_NAMES, TYPE_NAMES, norm_name, type_name
 from shim.core.model import ADDR_CLASSES, Action, Hook, MarkName, Verdict
 
 __all__ = [
     "HOOK_NAMES", "BadValue", "boolean", "choice", "classes", "flags", "hooks", "ifname", "integer",
-    "loopback_endpoint", "many", "mark_value", "number", "parse_verdict", "prefix", "rate", "seconds", "string",
+    "loopback_endpoint", "many", "mark_value", "number", "parse_codes", "parse_range", "parse_types",
+    "parse_verdict", "prefix", "rate", "seconds", "string",
 ]
 
 HOOK_NAMES = {h.name.lower(): h for h in Hook}
@@ -166,3 +170,95 @@ def flags(options: dict[str, Any]) -> Callable[[object], Any]:
             result = flag if result is None else result | flag
         return result
     return parse
+
+
+# --- ICMPv6 types, codes and ranges (names from shim.core.icmp6_types) ---------------
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_range(value: object, low: int, high: int) -> tuple[int, int]:
+    """Parse an int or "a-b" string into an inclusive range within low..high.
+
+    Raises:
+        BadValue: wrong type, malformed text, reversed or out-of-bounds range.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        lo = hi = value
+    elif isinstance(value, str) and (m := _RANGE.match(value)):
+        lo, hi = int(m.group(1)), int(m.group(2))
+    elif isinstance(value, str) and value.strip().isdigit():
+        lo = hi = int(value)
+    else:
+        raise BadValue(f"expected a number or a range 'a-b', got {value!r}")
+    if lo > hi:
+        raise BadValue(f"range {lo}-{hi} is reversed")
+    if lo < low or hi > high:
+        raise BadValue(f"{lo}-{hi} is not within {low}-{high}")
+    return lo, hi
+
+
+def _items(value: object) -> list[object]:
+    if isinstance(value, list):
+        if not value:
+            raise BadValue("empty list")
+        return list(value)
+    return [value]
+
+
+def _lookup(table: dict[str, int], item: str, what: str) -> int:
+    key = norm_name(item)
+    if key in table:
+        return table[key]
+    close = difflib.get_close_matches(key, table, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise BadValue(f"unknown {what} {item!r}{hint}")
+
+
+def parse_types(value: object) -> frozenset[int]:
+    """Parse a type value: name, number, "a-b" range, or a list of those.
+
+    Raises:
+        BadValue: naming the offending item.
+    """
+    out: set[int] = set()
+    for item in _items(value):
+        if isinstance(item, str) and not _RANGE.match(item) and not item.strip().isdigit():
+            out.add(_lookup(TYPE_NAMES, item, "ICMPv6 type"))
+        else:
+            lo, hi = parse_range(item, 0, 255)
+            out.update(range(lo, hi + 1))
+    return frozenset(out)
+
+
+def parse_codes(value: object, types: Iterable[int] | None) -> frozenset[int]:
+    """Parse a code value; names are looked up in the codes of `types`.
+
+    Raises:
+        BadValue: a name without a type, a name no given type defines, or
+            one name meaning different numbers for different types.
+    """
+    type_list = sorted(types) if types is not None else []
+    out: set[int] = set()
+    for item in _items(value):
+        if isinstance(item, str) and not _RANGE.match(item) and not item.strip().isdigit():
+            out.add(_code_by_name(item, type_list))
+        else:
+            lo, hi = parse_range(item, 0, 255)
+            out.update(range(lo, hi + 1))
+    return frozenset(out)
+
+
+def _code_by_name(item: str, types: list[int]) -> int:
+    if not types:
+        raise BadValue(f"code name {item!r} needs a 'type' to be looked up in")
+    merged: dict[str, int] = {}
+    for t in types:
+        merged.update(CODE_NAMES.get(t, {}))
+    found = {CODE_NAMES[t][norm_name(item)] for t in types if norm_name(item) in CODE_NAMES.get(t, {})}
+    if len(found) > 1:
+        raise BadValue(f"code name {item!r} means different codes for types {types}")
+    if found:
+        return found.pop()
+    names = ", ".join(type_name(t) for t in types)
+    return _lookup(merged, item, f"code for {names}")

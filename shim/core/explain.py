@@ -1,24 +1,20 @@
 # SPDX-License-Identifier: MIT
-"""What the CLI shows about a rule table: the listing, one explained decision, lint.
+"""What the CLI shows about a rule table: the listing and one explained decision.
 
-Pure: takes a RuleTable (and a PacketView) and returns text, dicts or
-warnings. `lint` is conservative: a rule is reported as unreachable only
-when an earlier rule provably matches every packet it matches.
+Pure: takes a RuleTable (and a PacketView) and returns text or dicts. The
+warnings about a table are shim.core.lint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shim.core import coverage
-from shim.core.defaults import DRAFT
 from shim.core.icmp6_types import type_name
 from shim.core.model import (
     ADDR_CLASSES,
     FRAG_STATUSES,
     Decision,
     Hook,
-    IkeUse,
     Match,
     Origin,
     PacketView,
@@ -28,13 +24,10 @@ from shim.core.model import (
 from shim.core.rules import IfIndex, RuleTable, is_non_icmpv6
 
 __all__ = [
-    "covers",
     "describe_match",
     "describe_verdict",
     "explain",
     "format_table",
-    "lint",
-    "overlaps",
 ]
 
 
@@ -175,72 +168,3 @@ def explain(view: PacketView, table: RuleTable, hook: Hook, indev: int = 0, outd
             "match": describe_match(table.rules[index].match) if found else None,
             "hook": hook.name.lower(), "overridden": list(decision.overridden),
             "overridden_rules": [_rule_json(r) for r in lower]}
-
-
-# --- lint ------------------------------------------------------------------------
-
-def _shape(m: Match, table: RuleTable) -> coverage.Shape:
-    return coverage.shape(m, table.type_role, table.type_ike)
-
-
-def covers(a: Match, b: Match, table: RuleTable) -> bool:
-    """Whether every packet b matches is matched by a (sound, not complete)."""
-    return coverage.covers(_shape(a, table), _shape(b, table))
-
-
-def overlaps(a: Match, b: Match, table: RuleTable) -> bool:
-    """Whether some packet might match both (errs towards yes)."""
-    return coverage.overlaps(_shape(a, table), _shape(b, table))
-
-
-def _label(r: Rule) -> str:
-    if r.origin is Origin.USER:
-        return f"user rule {r.name!r} ({r.file} [[rule]] #{r.index + 1}, priority {r.priority})"
-    return f"default rule {r.name!r} (priority {r.priority})"
-
-
-def _must_not(r: Rule, table: RuleTable) -> bool:
-    ts = r.match.types
-    return (r.origin is Origin.DEFAULT and ts is not None and bool(ts)
-            and all(table.type_ike[t] == IkeUse.MUST_NOT for t in ts))
-
-
-def lint(table: RuleTable) -> list[str]:
-    """Warnings about a table: unreachable rules, MUST NOT overrides, replacements.
-
-    Returns:
-        One sentence per finding, in table order; empty for the defaults alone.
-    """
-    out = [f"{_label(u)} replaces the default of that name (was priority {d.priority}: "
-           f"{describe_verdict(d.verdict)} for {describe_match(d.match)})"
-           for u, d in table.replaced]
-    out += [f"{_label(u)} overrides a MUST NOT default ({describe_verdict(d.verdict)}): "
-            f"{DRAFT} §6 fn 6, these messages MUST NOT use dynamic SAs"
-            for u, d in table.replaced if _must_not(d, table) and u.verdict != d.verdict]
-    rules = table.rules
-    # Each Match is turned into a Shape once; the index finds the first earlier rule
-    # covering each rule without comparing it to every earlier one (a pairwise
-    # loop took 146 s for 2,000 rules).
-    shapes = [_shape(r.match, table) for r in rules]
-    index = coverage.CoverIndex()
-    users: list[int] = []  # user rules so far, for the MUST NOT overlaps (few such defaults)
-    for j, b in enumerate(rules):
-        first = index.add(shapes[j])
-        a = rules[first] if first is not None else None
-        if a is not None and Origin.USER in (a.origin, b.origin):
-            out.append(f"{_label(b)} can never match: {_label(a)} comes first and matches "
-                       "every packet it does")
-        if _must_not(b, table):
-            out += [f"{_label(u)} comes before {_label(b)} and can take its packets "
-                    f"({describe_verdict(u.verdict)} instead of {describe_verdict(b.verdict)}): "
-                    f"{DRAFT} §6 fn 6, these messages MUST NOT use dynamic SAs"
-                    for i, u in ((i, rules[i]) for i in users)
-                    if u.verdict != b.verdict and coverage.overlaps(shapes[i], shapes[j])]
-        if b.origin is Origin.USER:
-            users.append(j)
-    if index.incomplete:
-        out.append(f"{index.incomplete} rules were not fully checked for being unreachable: each "
-                   f"has more than {index.budget} earlier rules with the same addresses, "
-                   "interfaces and flags (only codes, hooks, classes or ranges differ); some "
-                   "that can never match may be unreported")
-    return out

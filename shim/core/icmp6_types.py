@@ -1,24 +1,21 @@
 # SPDX-License-Identifier: MIT
-"""Names and numbers of ICMPv6 types and codes, and the parsers of rule values.
+"""Names and numbers of ICMPv6 types and codes.
 
 Names are nft's (`nft describe icmpv6 type`) plus IANA's and the draft's
-spellings; lookups ignore case and treat ' ', '_' and '-' alike, and accept
-"neighbour" for "neighbor". Pure: values in, values or ValueError out.
+spellings; TYPE_NAMES and CODE_NAMES are keyed by norm_name(), which ignores
+case, treats ' ', '_' and '-' alike and accepts "neighbour" for "neighbor".
+The config's parsers of type and code values are in shim.config.values.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
 
 __all__ = [
     "CODE_NAMES",
     "TYPE_NAMES",
     "code_name",
-    "parse_codes",
-    "parse_range",
-    "parse_types",
+    "norm_name",
     "type_name",
 ]
 
@@ -84,16 +81,16 @@ _CODES: tuple[tuple[int, int, tuple[str, ...]], ...] = (
 )
 
 
-def _norm(name: str) -> str:
+def norm_name(name: str) -> str:
+    """The key of a type or code name in TYPE_NAMES / CODE_NAMES."""
     return re.sub(r"[\s_]+", "-", name.strip().lower()).replace("neighbour", "neighbor")
 
 
-TYPE_NAMES: dict[str, int] = {_norm(n): t for t, names in _TYPES for n in names}
+TYPE_NAMES: dict[str, int] = {norm_name(n): t for t, names in _TYPES for n in names}
 CODE_NAMES: dict[int, dict[str, int]] = {}
 for _t, _c, _names in _CODES:
-    CODE_NAMES.setdefault(_t, {}).update({_norm(n): _c for n in _names})
+    CODE_NAMES.setdefault(_t, {}).update({norm_name(n): _c for n in _names})
 _CANONICAL = {t: names[0] for t, names in _TYPES}
-_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
 def type_name(number: int) -> str:
@@ -107,90 +104,3 @@ def code_name(icmp_type: int, code: int) -> str:
         if value == code:
             return name
     return str(code)
-
-
-def parse_range(value: object, low: int, high: int) -> tuple[int, int]:
-    """Parse an int or "a-b" string into an inclusive range within low..high.
-
-    Raises:
-        ValueError: wrong type, malformed text, reversed or out-of-bounds range.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        lo = hi = value
-    elif isinstance(value, str) and (m := _RANGE.match(value)):
-        lo, hi = int(m.group(1)), int(m.group(2))
-    elif isinstance(value, str) and value.strip().isdigit():
-        lo = hi = int(value)
-    else:
-        raise ValueError(f"expected a number or a range 'a-b', got {value!r}")
-    if lo > hi:
-        raise ValueError(f"range {lo}-{hi} is reversed")
-    if lo < low or hi > high:
-        raise ValueError(f"{lo}-{hi} is not within {low}-{high}")
-    return lo, hi
-
-
-def _items(value: object) -> list[object]:
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("empty list")
-        return list(value)
-    return [value]
-
-
-def _lookup(table: dict[str, int], item: str, what: str) -> int:
-    key = _norm(item)
-    if key in table:
-        return table[key]
-    close = difflib.get_close_matches(key, table, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown {what} {item!r}{hint}")
-
-
-def parse_types(value: object) -> frozenset[int]:
-    """Parse a type value: name, number, "a-b" range, or a list of those.
-
-    Raises:
-        ValueError: naming the offending item.
-    """
-    out: set[int] = set()
-    for item in _items(value):
-        if isinstance(item, str) and not _RANGE.match(item) and not item.strip().isdigit():
-            out.add(_lookup(TYPE_NAMES, item, "ICMPv6 type"))
-        else:
-            lo, hi = parse_range(item, 0, 255)
-            out.update(range(lo, hi + 1))
-    return frozenset(out)
-
-
-def parse_codes(value: object, types: Iterable[int] | None) -> frozenset[int]:
-    """Parse a code value; names are looked up in the codes of `types`.
-
-    Raises:
-        ValueError: a name without a type, a name no given type defines, or
-            one name meaning different numbers for different types.
-    """
-    type_list = sorted(types) if types is not None else []
-    out: set[int] = set()
-    for item in _items(value):
-        if isinstance(item, str) and not _RANGE.match(item) and not item.strip().isdigit():
-            out.add(_code_by_name(item, type_list))
-        else:
-            lo, hi = parse_range(item, 0, 255)
-            out.update(range(lo, hi + 1))
-    return frozenset(out)
-
-
-def _code_by_name(item: str, types: list[int]) -> int:
-    if not types:
-        raise ValueError(f"code name {item!r} needs a 'type' to be looked up in")
-    merged: dict[str, int] = {}
-    for t in types:
-        merged.update(CODE_NAMES.get(t, {}))
-    found = {CODE_NAMES[t][_norm(item)] for t in types if _norm(item) in CODE_NAMES.get(t, {})}
-    if len(found) > 1:
-        raise ValueError(f"code name {item!r} means different codes for types {types}")
-    if found:
-        return found.pop()
-    names = ", ".join(type_name(t) for t in types)
-    return _lookup(merged, item, f"code for {names}")

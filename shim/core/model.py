@@ -8,7 +8,7 @@ native/icmp6.h, so a value crosses the C boundary unchanged.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 __all__ = [
     "ADDR_CLASSES",
@@ -19,6 +19,7 @@ __all__ = [
     "Backend",
     "MarkName",
     "Settings",
+    "restart_only_fields",
     "Decision",
     "FRAG_STATUSES",
     "Hook",
@@ -280,20 +281,36 @@ class MarkName:
     mask: int
 
 
+# Field metadata of a Settings field a reload cannot change in place: it shapes the queue, the
+# diversion, the engine or the process (sockets bound once, logging set up once). A reload keeps
+# the started value and lists the change in its `not_applied`; the mark lives on the field so a
+# new setting says which kind it is where it is declared.
+_RESTART = {"restart": True}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    """Daemon settings from the main config file; every field has a default."""
+    """Daemon settings from the main config file; every field has a default.
 
-    queue_num: int = 0
-    workers: int = 1
-    fail_open: bool = True          # nft `bypass` / --queue-bypass: traffic flows if no reader
-    queue_maxlen: int = 4096
-    queue_fail_open: bool = False   # NFQA_CFG_F_FAIL_OPEN: accept what the full queue cannot hold
-    sock_rcvbuf: int = 4 * 1024 * 1024
-    engine: str = "batched"  # "batched" (the packet loop in C) | "netfilterqueue" (a Python callback each)
-    backend: Backend = Backend.AUTO
-    hooks: tuple[Hook, ...] = (Hook.INPUT, Hook.OUTPUT, Hook.FORWARD)
-    chain_priority: int = -150      # mangle position: later filter rules and xfrm see the mark
+    Fields with `restart` in their metadata take effect only at a restart
+    (restart_only_fields()); every other field follows a reload.
+    """
+
+    queue_num: int = field(default=0, metadata=_RESTART)
+    workers: int = field(default=1, metadata=_RESTART)
+    # nft `bypass` / --queue-bypass: traffic flows if no reader
+    fail_open: bool = field(default=True, metadata=_RESTART)
+    queue_maxlen: int = field(default=4096, metadata=_RESTART)
+    # NFQA_CFG_F_FAIL_OPEN: accept what the full queue cannot hold
+    queue_fail_open: bool = field(default=False, metadata=_RESTART)
+    sock_rcvbuf: int = field(default=4 * 1024 * 1024, metadata=_RESTART)
+    # "batched" (the packet loop in C) | "netfilterqueue" (a Python callback each)
+    engine: str = field(default="batched", metadata=_RESTART)
+    backend: Backend = field(default=Backend.AUTO, metadata=_RESTART)
+    hooks: tuple[Hook, ...] = field(default=(Hook.INPUT, Hook.OUTPUT, Hook.FORWARD),
+                                    metadata=_RESTART)
+    # mangle position: later filter rules and xfrm see the mark
+    chain_priority: int = field(default=-150, metadata=_RESTART)
     no_match: Verdict = Verdict(action=Action.ACCEPT)
     on_error: Verdict = Verdict(action=Action.ACCEPT)
     marks: tuple[MarkName, ...] = (
@@ -301,29 +318,38 @@ class Settings:
         MarkName(name="protect", value=0x2, mask=0xFF),
     )
     ext_limit: int = 16
-    log_level: str = "info"
-    log_format: str = "auto"        # auto | json | console
+    log_level: str = field(default="info", metadata=_RESTART)
+    log_format: str = field(default="auto", metadata=_RESTART)  # auto | json | console
     log_rate: float = 10.0          # per-packet log events per second, at most
     # None: /run/icmp6-shim/control-q<queue>-net<netns inode>.sock, one per instance
-    control_socket: str | None = None
-    metrics_socket: str | None = None   # unix socket for /metrics, mode 0660 (the safe transport)
-    metrics_group: str | None = None    # that socket's group (default: the daemon's own)
-    prometheus: str | None = None   # loopback HOST:PORT: opt-in TCP, readable by every local user
-    metrics_max_connections: int = 8    # open metrics connections at once, at most
-    metrics_timeout: float = 2.0        # seconds a metrics connection may live
+    control_socket: str | None = field(default=None, metadata=_RESTART)
+    # unix socket for /metrics, mode 0660 (the safe transport)
+    metrics_socket: str | None = field(default=None, metadata=_RESTART)
+    # that socket's group (default: the daemon's own)
+    metrics_group: str | None = field(default=None, metadata=_RESTART)
+    # loopback HOST:PORT: opt-in TCP, readable by every local user
+    prometheus: str | None = field(default=None, metadata=_RESTART)
+    # open metrics connections at once, at most
+    metrics_max_connections: int = field(default=8, metadata=_RESTART)
+    # seconds a metrics connection may live
+    metrics_timeout: float = field(default=2.0, metadata=_RESTART)
     shadow: str | None = None       # a rules file judged beside the enforced table, never enforced
     # [overload]: per-interface ICMPv6 budgets laid in the kernel before the queue rule, so a
     # flood on one link cannot fill the one queue every link shares. Packets per
     # second per interface and class; 0 turns a class's budget off.
-    budget: bool = True
-    budget_nd_rate: int = 500       # RS, RA, NS, NA, Redirect
-    budget_error_rate: int = 500    # Destination Unreachable, Packet Too Big, Time Exceeded, Parameter Problem
-    budget_other_rate: int = 1000   # every other ICMPv6 message (echo, MLD, node information, ...)
+    budget: bool = field(default=True, metadata=_RESTART)
+    budget_nd_rate: int = field(default=500, metadata=_RESTART)  # RS, RA, NS, NA, Redirect
+    # Destination Unreachable, Packet Too Big, Time Exceeded, Parameter Problem
+    budget_error_rate: int = field(default=500, metadata=_RESTART)
+    # every other ICMPv6 message (echo, MLD, node information, ...)
+    budget_other_rate: int = field(default=1000, metadata=_RESTART)
     # What is diverted for its header chain, of any protocol: fragments, AH, Mobility/HIP/
     # Shim6/253/254, failed header walks (shim.adapters.diversion.DIVERTED).
-    budget_headers_rate: int = 2000
-    budget_verdict: str = "drop"    # over budget: "drop", or "accept" (unjudged, counted)
-    budget_interfaces: tuple[str, ...] = ()  # iptables: own buckets (empty: those present at start)
+    budget_headers_rate: int = field(default=2000, metadata=_RESTART)
+    # over budget: "drop", or "accept" (unjudged, counted)
+    budget_verdict: str = field(default="drop", metadata=_RESTART)
+    # iptables: own buckets (empty: those present at start)
+    budget_interfaces: tuple[str, ...] = field(default=(), metadata=_RESTART)
 
     def mark(self, name: str) -> MarkName:
         """Return the named mark; KeyError if the config does not define it."""
@@ -331,6 +357,11 @@ class Settings:
             if m.name == name:
                 return m
         raise KeyError(name)
+
+
+def restart_only_fields() -> tuple[str, ...]:
+    """The Settings fields a reload cannot change in place, in declaration order."""
+    return tuple(f.name for f in fields(Settings) if f.metadata.get("restart", False))
 
 
 # --- Added for the rule table (shim.core.rules, shim.core.defaults, shim.config) -------

@@ -31,7 +31,7 @@ from shim.daemon.compile import Compiled, compile_config
 from shim.core.errors import EnvironmentProblem
 from shim.daemon.logs import RateLimiter, get_logger, sink_counters
 from shim.daemon.metrics import MetricsServer, MetricsSettings
-from shim.core.model import Decision, Hook
+from shim.core.model import Decision, Hook, restart_only_fields
 from shim.bindings.icmp6 import parse
 from shim.adapters.engines import reader_class
 from shim.adapters.reader import Judge, PacketLike, Reader
@@ -43,18 +43,9 @@ from shim.daemon.sockserve import sync_poller
 __all__ = ["RELOAD_TIMEOUT", "Service", "check_privileges"]
 
 CAP_NET_ADMIN = 12
-# Settings fixed at start: the sockets are bound once (a reload lists a change in not_applied).
-_SOCKET_KEYS = ("control_socket", "metrics_socket", "metrics_group", "prometheus",
-                "metrics_max_connections", "metrics_timeout")
 # A reload at the config limits (shim.config.MAX_*) takes a few seconds; past this
 # it is reported as failed and the old table stays (the thread's result is dropped).
 RELOAD_TIMEOUT = 60.0
-_FIXED = ("queue_num", "workers", "fail_open", "queue_maxlen", "queue_fail_open",
-          "budget", "budget_nd_rate", "budget_error_rate", "budget_other_rate",
-          "budget_headers_rate",
-          "budget_verdict", "budget_interfaces",
-          "sock_rcvbuf", "backend", "hooks", "chain_priority", "engine", "log_level",
-          "log_format", *_SOCKET_KEYS)
 
 
 def _counters(reader: Reader) -> dict[str, int]:
@@ -322,9 +313,9 @@ class Service:
             past_hits[decision.rule] = past_hits.get(decision.rule, 0) + hits
             past_rules[decision.rule] = _rule_info(decision)
         past_types = [a + b for a, b in zip(self._past_types, self.compiled.native.type_hits())]
-        # Fixed keys stay as started (listed in not_applied); the rest follow the new file.
+        # Restart-only keys stay as started (listed in not_applied); the rest follow the new file.
         settings = dataclasses.replace(new.config.settings,
-                                       **{k: getattr(self.settings, k) for k in _FIXED})
+                                       **{k: getattr(self.settings, k) for k in restart_only_fields()})
         self._past_hits, self._past_rules, self._past_types = past_hits, past_rules, past_types
         self.compiled = new
         if self.reader is not None:
@@ -338,9 +329,9 @@ class Service:
     def _restart_needed(self, new: Compiled) -> list[str]:
         """Settings a reload cannot change in place: they shape the queue, the diversion,
         the engine or the process. Everything else (rules, marks, verdicts, log rate,
-        parser limit, shadow) takes effect at the swap."""
+        parser limit, shadow) takes effect at the swap. The fields are marked in Settings."""
         old, cur = self.settings, new.config.settings
-        return [k for k in _FIXED if getattr(old, k) != getattr(cur, k)]
+        return [k for k in restart_only_fields() if getattr(old, k) != getattr(cur, k)]
 
     # -- stop ------------------------------------------------------------------
     def stop(self, keep_diversion: bool = False) -> None:

@@ -25,7 +25,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.ipsec import AH
 from scapy.utils import wrpcap
 
-from shim.cli.main import _stats_text
+from shim.cli.daemon import _stats_text
 from shim.core.defaults import TYPE_IKE, TYPE_ROLE
 from shim.daemon.compile import compile_config
 from shim.config.loader import load_config

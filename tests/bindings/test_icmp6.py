@@ -74,6 +74,21 @@ class TestBinding:
         in_c = {n for n in dir(lib) if n.startswith(prefix)}
         assert in_c == {prefix + str(n).upper() for _, n in names}
 
+    def test_the_any_rule_is_the_one_of_icmp6_h(self) -> None:
+        """NativeRule() filled for C is byte for byte icmp6_rule_any(), and matches any packet."""
+        from shim._icmp6 import ffi, lib
+        from shim.bindings.icmp6 import _fill_rule
+        c_any = ffi.new("struct icmp6_rule[1]")
+        lib.icmp6_rule_any(c_any)
+        py_any = ffi.new("struct icmp6_rule[1]")
+        _fill_rule(py_any[0], NativeRule())
+        assert bytes(ffi.buffer(py_any)) == bytes(ffi.buffer(c_any))
+        t = ffi.new("struct icmp6_table *")
+        t.n_rules, t.rules = 1, c_any
+        t.type_role, t.type_ike = list(ROLE), list(IKE)  # a zeroed table would give no role
+        for packet in (ECHO, PTB, RS, BAD_RS, FRAG_NON_FIRST, ECHO[:30]):
+            assert lib.icmp6_classify(t, packet, len(packet), INPUT, 7, 9, ffi.NULL) == 0
+
     def test_parse_none_out(self) -> None:
         """icmp6_parse refuses a NULL view and classify survives a NULL scratch."""
         from shim._icmp6 import ffi, lib

@@ -11,7 +11,7 @@ import pytest
 
 from shim.config.loader import load_config
 from shim.core.errors import ConfigError
-from shim.core.explain import lint
+from shim.core.lint import lint
 from shim.core.model import Action, Backend, Hook, MarkName, Origin, Role, Settings
 from shim.core.rules import build_table
 

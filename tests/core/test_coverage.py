@@ -16,7 +16,8 @@ import pytest
 
 from shim.core import coverage
 from shim.core.defaults import DRAFT
-from shim.core.explain import describe_match, describe_verdict, lint
+from shim.core.explain import describe_match, describe_verdict
+from shim.core.lint import lint
 from shim.core.model import (
     ADDR_CLASSES,
     FRAG_STATUSES,

@@ -10,7 +10,8 @@ import pytest
 
 from shim.core.defaults import DEFAULT_RULES
 from shim.core.errors import ConfigError
-from shim.core.explain import describe_match, explain, format_table, lint
+from shim.core.explain import describe_match, explain, format_table
+from shim.core.lint import lint
 from shim.core.model import (
     NO_IFINDEX,
     Action,

@@ -14,7 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shim.daemon.logs import JOURNAL_SOCKET, Sink
+import pytest
+
+from shim.daemon import logs
+from shim.daemon.logs import JOURNAL_SOCKET, RateLimiter, Sink
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,3 +91,57 @@ class TestProcess:
             return  # this host has a journal: the lines went there, not to stderr
         events = [json.loads(x)["event"] for x in out.stderr.splitlines()]
         assert events[-3:] == ["tick", "tick", "tick"] and "log_sink_failed" in events
+
+
+class FakeClock:
+    """time.monotonic under the test's control: the limiter sees only the time it is given."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestRateLimiter:
+    """A token bucket on a fake clock: bursts, refill, the cap, the suppressed count."""
+
+    @pytest.fixture
+    def clock(self, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+        fake = FakeClock()
+        monkeypatch.setattr(logs.time, "monotonic", fake)
+        return fake
+
+    def test_a_burst_then_one_per_refill(self, clock: FakeClock) -> None:
+        """rate 2: two at once, then one per half second; refused events are counted."""
+        limit = RateLimiter(2.0)
+        assert [limit.allow() for _ in range(3)] == [True, True, False]
+        clock.now += 0.5
+        assert [limit.allow() for _ in range(2)] == [True, False]
+        assert limit.suppressed == 2
+
+    def test_an_idle_bucket_fills_only_to_the_burst(self, clock: FakeClock) -> None:
+        """After a long quiet spell the bucket holds `burst` tokens, not rate x seconds."""
+        limit = RateLimiter(1.0, burst=5)
+        assert sum(limit.allow() for _ in range(10)) == 5
+        clock.now += 3600.0
+        assert sum(limit.allow() for _ in range(10)) == 5
+        assert limit.suppressed == 10
+
+    def test_a_rate_below_one_still_allows_one(self, clock: FakeClock) -> None:
+        """rate 0.5: burst 1 (never 0, which would refuse everything), then one per 2 s."""
+        limit = RateLimiter(0.5)
+        assert [limit.allow(), limit.allow()] == [True, False]
+        clock.now += 1.0
+        assert limit.allow() is False
+        clock.now += 1.0
+        assert limit.allow() is True
+
+    def test_a_raised_rate_applies_at_once(self, clock: FakeClock) -> None:
+        """A reload sets `rate` in place (the --trace floor); the refill follows it."""
+        limit = RateLimiter(1.0)
+        assert [limit.allow(), limit.allow()] == [True, False]
+        limit.rate = 1000.0
+        clock.now += 0.01  # 10 tokens at the new rate (the burst caps them at 1); 0.01 at the old
+        assert [limit.allow(), limit.allow()] == [True, False]
+

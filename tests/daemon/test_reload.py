@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from shim.core.model import Hook
 from shim.daemon import service as service_module
 from shim.daemon.notify import Notifier
 from shim.daemon.reload import Reloader
 from shim.daemon.service import Service
+from shim.lab.packets import icmp6_packet
 
 DROP_ECHO = '[[rule]]\nname = "drop-echo"\ntype = "echo-request"\nverdict = "drop"\n'
 
@@ -89,3 +91,72 @@ class TestServiceReload:
         assert "not UTF-8" in str(svc.snapshot()["last_reload_error"])
         (tmp_path / "rules.d" / "bad.toml").unlink()
         assert svc.reload() is True and svc.snapshot()["last_reload_error"] is None
+
+
+class TestRestartOnlySettings:
+    """A reload keeps the restart-only settings as started and names the changed ones."""
+
+    def test_changed_restart_only_keys_are_kept_and_listed(self, tmp_path: Path) -> None:
+        """queue maxlen and the metrics timeout wait for a restart; the log rate follows the file."""
+        (tmp_path / "icmp6-shim.toml").write_text(DROP_ECHO)
+        svc = Service(tmp_path, notifier=Notifier({}), control_socket="")
+        started = svc.settings
+        (tmp_path / "icmp6-shim.toml").write_text(
+            "[queue]\nmaxlen = 77\n[metrics]\ntimeout = 5.0\n[log]\nrate = 3.0\n" + DROP_ECHO)
+        assert svc.reload() is True
+        assert svc.settings.queue_maxlen == started.queue_maxlen
+        assert svc.settings.metrics_timeout == started.metrics_timeout
+        assert svc.settings.log_rate == 3.0
+        assert svc._restart_needed(svc.compiled) == ["queue_maxlen", "metrics_timeout"]
+
+
+ECHO = icmp6_packet("2001:db8::1", "2001:db8::2", 128)
+PING_REPLY = icmp6_packet("2001:db8::2", "2001:db8::1", 129)
+ALLOW_REPLY = '[[rule]]\nname = "allow-reply"\ntype = "echo-reply"\nverdict = "accept"\n'
+
+
+def judge(svc: Service, packet: bytes, times: int) -> None:
+    """Count `times` hits in the service's current table, as the packet path does."""
+    for _ in range(times):
+        svc.compiled.native.classify(packet, Hook.INPUT, 0, 0)
+
+
+def hits(svc: Service) -> dict[str, object]:
+    """Each rule's reported hits (and in_table, when a reload removed it)."""
+    rules = svc.snapshot()["rules"]
+    assert isinstance(rules, list)
+    return {r["rule"]: (r["hits"], r.get("in_table", True)) for r in rules}
+
+
+class TestHitsAcrossReloads:
+    """A reload starts a fresh C table; the counts the old one held are carried over."""
+
+    def test_counts_survive_reloads_and_removed_rules_keep_theirs(self, tmp_path: Path) -> None:
+        """Hits of a kept rule add up over two tables; a removed rule is listed out of the table."""
+        (tmp_path / "icmp6-shim.toml").write_text(DROP_ECHO + ALLOW_REPLY)
+        svc = Service(tmp_path, notifier=Notifier({}), control_socket="")
+        judge(svc, ECHO, 3)
+        judge(svc, PING_REPLY, 2)
+        assert svc.reload() is True
+        assert svc.compiled.native.hits()[0] == 0  # the new C table counts from zero
+        judge(svc, ECHO, 4)
+        now = hits(svc)
+        assert now["drop-echo"] == (7, True) and now["allow-reply"] == (2, True)
+        (tmp_path / "icmp6-shim.toml").write_text(ALLOW_REPLY)
+        assert svc.reload() is True
+        judge(svc, PING_REPLY, 1)
+        now = hits(svc)
+        assert now["drop-echo"] == (7, False) and now["allow-reply"] == (3, True)
+        types = svc.snapshot()["types"]
+        assert isinstance(types, dict) and types["128"] == 7 and types["129"] == 3
+
+    def test_a_failed_reload_keeps_the_counts_in_place(self, tmp_path: Path) -> None:
+        """Nothing is carried twice when the new config is refused: the table and its counts stay."""
+        (tmp_path / "icmp6-shim.toml").write_text(DROP_ECHO)
+        svc = Service(tmp_path, notifier=Notifier({}), control_socket="")
+        judge(svc, ECHO, 2)
+        (tmp_path / "icmp6-shim.toml").write_text("[[rule]]\nname = 1\n")
+        assert svc.reload() is False
+        judge(svc, ECHO, 1)
+        assert hits(svc)["drop-echo"] == (3, True)
+
