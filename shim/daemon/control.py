@@ -19,7 +19,7 @@ from collections.abc import Callable
 from shim.adapters.diversion import DiversionCounters
 from shim.core.errors import EnvironmentProblem, ShimError
 from shim.adapters.nfnetlink import NFQUEUE_PROC
-from shim.daemon.sockserve import Limits, ReplyServer, bind_unix, unlink_if_ours
+from shim.daemon.sockserve import Limits, ReplyServer, bind_unix, recv_to_eof, unlink_if_ours
 
 __all__ = ["MAX_REPLY", "RUN_DIR", "ControlServer", "default_socket_path", "kernel_queue_stats",
            "overload_stats", "query", "socket_path"]
@@ -145,24 +145,11 @@ def query(path: str, timeout: float = 10.0, max_reply: int = MAX_REPLY) -> dict[
             late, too large or not JSON.
     """
     deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    size = 0
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             s.connect(path)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                s.settimeout(left)  # the whole answer within `timeout`, not each read
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > max_reply:
-                    raise ShimError(f"the daemon at {path} sent more than {max_reply} bytes")
-                chunks.append(chunk)
+            data = recv_to_eof(s, deadline, max_reply)
     except FileNotFoundError as exc:
         raise ShimError(f"no daemon is running (no control socket at {path})") from exc
     except PermissionError as exc:
@@ -173,11 +160,13 @@ def query(path: str, timeout: float = 10.0, max_reply: int = MAX_REPLY) -> dict[
         raise ShimError(f"no daemon is running (a stale control socket at {path})") from exc
     except OSError as exc:
         raise ShimError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from exc
+    if data is None:
+        raise ShimError(f"the daemon at {path} sent more than {max_reply} bytes")
     try:
-        result: dict[str, object] = json.loads(b"".join(chunks))
+        result: dict[str, object] = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShimError(f"the daemon at {path} sent an unreadable answer "
-                        f"({size} bytes)") from exc
+                        f"({len(data)} bytes)") from exc
     if not isinstance(result, dict):
         raise ShimError(f"the daemon at {path} sent an unreadable answer (not an object)")
     return result

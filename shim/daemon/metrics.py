@@ -28,7 +28,7 @@ from typing import Any
 
 from shim.core.errors import EnvironmentProblem, ShimError
 from shim.core.model import Settings
-from shim.daemon.sockserve import Limits, ReplyServer, bind_unix, unlink_if_ours
+from shim.daemon.sockserve import Limits, ReplyServer, bind_unix, recv_to_eof, unlink_if_ours
 
 __all__ = ["MetricsServer", "MetricsSettings", "render", "scrape_unix"]
 
@@ -237,25 +237,12 @@ def scrape_unix(path: str, timeout: float = 5.0, max_size: int = 256 << 20) -> s
         ShimError: nobody answers, permission denied, a bad or late answer.
     """
     deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    size = 0
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             s.connect(path)
             s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                s.settimeout(left)
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > max_size:
-                    raise ShimError(f"the metrics answer at {path} exceeds {max_size} bytes")
-                chunks.append(chunk)
+            data = recv_to_eof(s, deadline, max_size)
     except FileNotFoundError as exc:
         raise ShimError(f"no metrics socket at {path} (is [metrics] socket set?)") from exc
     except PermissionError as exc:
@@ -265,7 +252,8 @@ def scrape_unix(path: str, timeout: float = 5.0, max_size: int = 256 << 20) -> s
         raise ShimError(f"the daemon at {path} did not answer within {timeout:g} s") from exc
     except OSError as exc:
         raise ShimError(f"cannot reach the metrics socket {path}: {exc.strerror or exc}") from exc
-    data = b"".join(chunks)
+    if data is None:
+        raise ShimError(f"the metrics answer at {path} exceeds {max_size} bytes")
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep or not head.startswith(b"HTTP/1.0 200"):
         raise ShimError(f"the daemon at {path} sent an unexpected metrics answer")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from shim.core.errors import EnvironmentProblem
 
-__all__ = ["Limits", "ReplyServer", "bind_unix", "sync_poller"]
+__all__ = ["Limits", "ReplyServer", "bind_unix", "recv_to_eof", "sync_poller"]
 
 _ACCEPTS_PER_TURN = 64  # a flood of connects costs at most this many accepts per loop turn
 _SEND_PER_TURN = 1 << 20  # bytes written to one connection per turn: big replies cannot hog a turn
@@ -259,3 +259,26 @@ def sync_poller(poller: select.poll, registered: dict[int, int], wanted: dict[in
         elif registered[fd] != ev:
             poller.modify(fd, ev)
         registered[fd] = ev
+
+
+def recv_to_eof(s: socket.socket, deadline: float, limit: int) -> bytes | None:
+    """The client side: read until the server closes, the whole answer by `deadline`
+    (time.monotonic), not each read. None if it exceeds `limit` bytes.
+
+    Raises:
+        TimeoutError: the deadline passed first.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        s.settimeout(left)
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
