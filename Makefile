@@ -17,7 +17,7 @@ SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-
 ADVERSARIAL_PACKAGES := thc-ipv6
 ADVERSARIAL_JSON ?= adversarial-results.json
 
-.PHONY: all system-deps venv test test-adversarial test-vm demo fuzz bench clean
+.PHONY: all system-deps print-packages venv test test-adversarial test-vm demo fuzz bench clean
 
 all: venv
 
@@ -31,6 +31,10 @@ system-deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Every Debian package any target installs (vm/run.sh's warm development image uses it).
+print-packages:
+	@echo $(SYSTEM_PACKAGES) $(ADVERSARIAL_PACKAGES)
 
 $(VENV)/.installed: pyproject.toml setup.py native/build_icmp6.py $(wildcard native/*.c native/*.h)
 	$(MAKE) system-deps

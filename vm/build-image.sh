@@ -6,6 +6,9 @@
 # The image is keyed by a hash of its inputs (this script, vm/packages, vm/image/*, the
 # apt sources it is built from): the same inputs reuse the cached image, any change builds
 # a new one. ICMP6_SHIM_VM_REBUILD=1 forces a rebuild (e.g. to pick up a newer kernel).
+# ICMP6_SHIM_VM_WARM_PACKAGES (a development aid, never CI): Debian packages to lay into a
+# separate "warm" image, so the guest's `make system-deps` finds them installed and a test
+# loop skips ~10 minutes of emulated dpkg. The cold image, which proves the install, is kept.
 # Needs root, mmdebstrap and e2fsprogs (vm/run.sh installs them when missing).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,9 +24,12 @@ done
 [ ${#sources[@]} -gt 0 ] || { echo "error: no apt sources on this host to build the guest from" >&2; exit 1; }
 
 packages=$(grep -v '^\s*#' "$here/packages" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')
-key=$( { cat "$0" "$here/packages" "$here"/image/*; cat "${sources[@]}"; echo "$suite $size"; } \
+warm=$(echo "${ICMP6_SHIM_VM_WARM_PACKAGES:-}" | tr -s ' ,\n' ',' | sed 's/^,//; s/,$//')
+kind=cold
+if [ -n "$warm" ]; then kind=warm; packages="$packages,$warm"; fi
+key=$( { cat "$0" "$here/packages" "$here"/image/*; cat "${sources[@]}"; echo "$suite $size $warm"; } \
 	| sha256sum | cut -c1-16)
-img="$cache/image-$key"
+img="$cache/image-$kind-$key"
 
 if [ -f "$img/done" ] && [ "${ICMP6_SHIM_VM_REBUILD:-0}" != 1 ]; then
 	echo "image: cached $img ($(cat "$img/done"))" >&2
@@ -32,7 +38,7 @@ if [ -f "$img/done" ] && [ "${ICMP6_SHIM_VM_REBUILD:-0}" != 1 ]; then
 fi
 
 echo "image: building $img (suite $suite, variant important + $packages)" >&2
-rm -rf "$img" "$cache"/image-*.tmp
+rm -rf "$img" "$cache"/image-$kind-*.tmp
 tmp="$img.tmp"
 mkdir -p "$tmp"
 root="$tmp/root"
@@ -61,7 +67,7 @@ mkfs.ext4 -q -F -L icmp6-vm -d "$root" "$tmp/root.img" "$size" >&2
 rm -rf "$root"
 echo "kernel $kver, $(wc -l < "$tmp/packages.txt") packages, built in $(( $(date +%s) - start ))s" > "$tmp/done"
 mv "$tmp" "$img"
-# One image is kept: an old one is never used again.
-for old in "$cache"/image-*; do [ "$old" = "$img" ] || rm -rf "$old"; done
+# One image of each kind is kept: an old one is never used again.
+for old in "$cache"/image-$kind-* "$cache"/image-[0-9a-f]*; do [ "$old" = "$img" ] || rm -rf "$old"; done
 echo "image: built $img ($(cat "$img/done"))" >&2
 echo "$img"

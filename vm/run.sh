@@ -14,6 +14,10 @@
 #   ICMP6_SHIM_VM_ADVERSARIAL=1  also run `make test-adversarial` in the guest (its table
 #                              goes to results/adversarial.log; its status joins the exit)
 #   ICMP6_SHIM_VM_REBUILD=1    rebuild the image even when cached
+#   ICMP6_SHIM_VM_WARM=1       development loops only: boot a second image that already holds
+#                              the Makefile's packages (`make print-packages`), so the guest's
+#                              system-deps is a no-op. It proves nothing about installing; CI
+#                              never sets it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -48,6 +52,11 @@ phase host-tools
 
 # 2. The guest image (downloads bookworm's packages and the stock kernel once).
 mkdir -p "$cache"
+if [ "${ICMP6_SHIM_VM_WARM:-0}" = 1 ]; then
+	ICMP6_SHIM_VM_WARM_PACKAGES=$(make -s -C "$repo" print-packages)
+	export ICMP6_SHIM_VM_WARM_PACKAGES
+	say "warm image (development): the guest's packages are preinstalled, install steps unproven"
+fi
 img=$(bash "$here/build-image.sh" "$cache" | tail -1)
 say "image: $(cat "$img/done")"
 phase image
