@@ -38,7 +38,7 @@ if [ -f "$img/done" ] && [ "${ICMP6_SHIM_VM_REBUILD:-0}" != 1 ]; then
 fi
 
 echo "image: building $img (suite $suite, variant important + $packages)" >&2
-rm -rf "$img" "$cache"/image-$kind-*.tmp
+rm -rf "$img" "$img.tmp"
 tmp="$img.tmp"
 mkdir -p "$tmp"
 root="$tmp/root"
@@ -67,7 +67,10 @@ mkfs.ext4 -q -F -L icmp6-vm -d "$root" "$tmp/root.img" "$size" >&2
 rm -rf "$root"
 echo "kernel $kver, $(wc -l < "$tmp/packages.txt") packages, built in $(( $(date +%s) - start ))s" > "$tmp/done"
 mv "$tmp" "$img"
-# One image of each kind is kept: an old one is never used again.
-for old in "$cache"/image-$kind-* "$cache"/image-[0-9a-f]*; do [ "$old" = "$img" ] || rm -rf "$old"; done
+# One cold image is kept: an old one is never used again. Warm ones (development, one per
+# package set, possibly built by parallel loops) are left for the developer to remove.
+if [ "$kind" = cold ]; then
+	for old in "$cache"/image-cold-* "$cache"/image-[0-9a-f]*; do [ "$old" = "$img" ] || rm -rf "$old"; done
+fi
 echo "image: built $img ($(cat "$img/done"))" >&2
 echo "$img"
