@@ -293,6 +293,7 @@ class Supervisor:
             **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types",
                                      "non_icmpv6", "fragments")},
             "log": self._log_counters(),
+            "shadow": _shadow_total([w.snapshot.get("shadow") for w in self.workers]),
             "rules": list(total["rules"].values()),
             "kernel": kernel,
             # judged None: the workers' reports lag the rule counter (see overload_stats).
@@ -323,6 +324,22 @@ class Supervisor:
         if snap["last_reload_error"]:
             line += f"; last reload failed, old table kept: {snap['last_reload_error']}"
         return line[:400]
+
+
+def _shadow_total(shadows: list[Any]) -> dict[str, object] | None:
+    """The workers' shadow results added up (each judged its own share of the flows)."""
+    mine = [sh for sh in shadows if isinstance(sh, dict)]
+    if not mine:
+        return None
+    pairs: dict[tuple[str, str], int] = {}
+    for sh in mine:
+        for p in sh.get("pairs", []):
+            key = (p["enforced"], p["shadow"])
+            pairs[key] = pairs.get(key, 0) + p["packets"]
+    top = sorted(pairs.items(), key=lambda kv: -kv[1])[:50]
+    return {"file": mine[0].get("file"), "evaluated": sum(sh.get("evaluated", 0) for sh in mine),
+            "differences": sum(sh.get("differences", 0) for sh in mine),
+            "pairs": [{"enforced": e, "shadow": sh, "packets": n} for (e, sh), n in top]}
 
 
 def run_daemon(config_dir: Path | None, config: Config, *, trace: bool = False,

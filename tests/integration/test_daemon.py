@@ -190,6 +190,50 @@ class TestWorkers:
         assert w.arrived("b", b"after63", timeout=2) == 1
 
 
+    @pytest.mark.parametrize("fail_open", [True, False])
+    def test_workers_die_with_a_killed_supervisor(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], fail_open: bool,
+    ) -> None:
+        """SIGKILL of the supervisor (workers = 2): both workers exit and free their queues; the
+        kernel's bypass then follows fail_open (unjudged echoes pass, or are dropped)."""
+        from shim.adapters.diversion import cleanup_all
+        from shim.lab.netns import in_netns
+
+        cfg = config_dir(f"[queue]\nworkers = 2\nfail_open = {str(fail_open).lower()}\n" + DROP_ECHO)
+        shim = shim_on(three_node.ns("g"), cfg, extra=())
+        w = wire()
+        w.send(_echo(b"judged"))
+        assert w.arrived("b", b"judged") == 0
+        workers = [x["pid"] for x in query(shim.control_socket)["workers"]]  # type: ignore[union-attr]
+        assert len(workers) == 2 and all(workers)
+        shim.signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in workers):
+            time.sleep(0.1)
+        try:
+            assert not any(_running(p) for p in workers), [_running(p) for p in workers]
+            bound = three_node.run("g", "cat", "/proc/net/netfilter/nfnetlink_queue").stdout
+            assert [ln.split()[0] for ln in bound.splitlines() if ln.split()[:1] in (["0"], ["1"])] == []
+            w.flush()
+            sources = [f"2001:db8:1::{i:x}" for i in range(0x100, 0x110)]  # both queues' flows
+            for i in range(16):
+                w.send(_echo(b"orphan%02d" % i, src=sources[i]))
+            assert w.arrived("b", b"orphan", timeout=1.0, contains=True) == (16 if fail_open else 0)
+        finally:
+            with in_netns(three_node.ns("g")):
+                cleanup_all()
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie holds no socket: it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class TestQueueOverflow:
     @pytest.mark.parametrize("fail_open", [True, False])
     def test_full_queue_fails_open_or_closed_and_is_counted(
