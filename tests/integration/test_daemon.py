@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue #5: the daemon as systemd sees it (notify, reload, watchdog) and its counters."""
+"""The daemon as systemd sees it (notify, reload, watchdog) and its counters."""
 
 from __future__ import annotations
 
@@ -197,6 +197,8 @@ class TestWorkers:
     ) -> None:
         """SIGKILL of the supervisor (workers = 2): both workers exit and free their queues; the
         kernel's bypass then follows fail_open (unjudged echoes pass, or are dropped)."""
+        import os
+
         from shim.adapters.diversion import cleanup_all
         from shim.lab.netns import in_netns
 
@@ -221,6 +223,8 @@ class TestWorkers:
                 w.send(_echo(b"orphan%02d" % i, src=sources[i]))
             assert w.arrived("b", b"orphan", timeout=1.0, contains=True) == (16 if fail_open else 0)
         finally:
+            for pid in [p for p in workers if _running(p)]:  # an orphan must not outlive a failure
+                os.kill(pid, signal.SIGKILL)
             with in_netns(three_node.ns("g")):
                 cleanup_all()
 
