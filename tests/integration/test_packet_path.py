@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue #2: real packets through a real kernel, NFQUEUE and the shim on the gateway."""
+"""Real packets through a real kernel, NFQUEUE and the shim on the gateway."""
 
 from __future__ import annotations
 
