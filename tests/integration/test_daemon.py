@@ -145,6 +145,32 @@ class TestStats:
         human = three_node.run("g", sys.executable, "-m", "shim", "stats", "--socket", shim.control_socket)
         assert "drop-echo" in human.stdout and "kernel queue 0" in human.stdout
 
+    def test_stats_by_config_after_a_failed_reload(
+        self, three_node: Topology, config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """The config no longer compiles: `stats --config` still answers, JSON and human,
+        with the reload error, and the old table still drops."""
+        cfg = config_dir(DROP_ECHO)
+        with ShimProcess(cfg, netns=three_node.ns("g"), extra=()) as shim:
+            (cfg / "icmp6-shim.toml").write_text(f'[control]\nsocket = "{shim.control_socket}"\n'
+                                                 + DROP_ECHO)
+            shim.wait_notify("READY", "1")
+            (cfg / "icmp6-shim.toml").write_text(f'[control]\nsocket = "{shim.control_socket}"\n'
+                                                 + BROKEN)
+            shim.signal(signal.SIGHUP)
+            assert "reload failed" in shim.wait_notify("READY", "1")["STATUS"]
+            w = wire()
+            w.send(_echo(b"kept"))
+            assert w.arrived("b", b"kept") == 0
+            out = three_node.run("g", sys.executable, "-m", "shim", "stats", "--json",
+                                 "--config", str(cfg))
+            assert out.returncode == 0, out.stderr
+            snap = json.loads(out.stdout)
+            assert snap["reload_failures"] == 1 and "no-such-type" in snap["last_reload_error"]
+            human = three_node.run("g", sys.executable, "-m", "shim", "stats", "--config", str(cfg))
+            assert human.returncode == 0, human.stderr
+            assert "last reload failed, old table kept" in human.stdout and "drop-echo" in human.stdout
+
     def test_stats_without_daemon_is_one_line(self, tmp_path: Path) -> None:
         """No daemon: a precise line and a non-zero exit."""
         from shim.cli.main import main
@@ -314,6 +340,9 @@ class TestShadow:
         assert isinstance(shadow, dict) and shadow["differences"] == 4
         assert shadow["pairs"][0] == {"enforced": "transit-echo-request", "shadow": "try-drop-echo", "packets": 4}
         assert shim.next_event("shadow_diff", shadow="try-drop-echo") is not None
+        human = three_node.run("g", sys.executable, "-m", "shim", "stats", "--socket", shim.control_socket)
+        assert "with another verdict" in human.stdout, human.stdout
+        assert "4  enforced transit-echo-request, shadow try-drop-echo" in human.stdout
 
     def test_shadow_needs_the_netfilterqueue_engine(self, config_dir: Callable[..., Path]) -> None:
         """Shadow with the batched engine is a config error naming the key."""
