@@ -130,7 +130,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from shim.config.loader import load_config
     from shim.adapters.diversion import cleanup_all, cleanup_instance
-    from shim.daemon.service import check_privileges
+    from shim.daemon.host import check_privileges
 
     check_privileges()
     kept = _fail_closed_after_failure(args.config) if args.unless_failed_closed else None

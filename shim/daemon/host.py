@@ -32,6 +32,7 @@ from typing import Any
 
 from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, budget_spec,
                                      choose_backend)
+from shim.core.errors import EnvironmentProblem
 from shim.core.model import Settings
 from shim.daemon.control import ControlServer
 from shim.daemon.logs import get_logger
@@ -40,10 +41,26 @@ from shim.daemon.notify import Notifier
 from shim.daemon.reload import describe
 from shim.daemon.rulecounters import CachedCounters
 
-__all__ = ["STATUS_EVERY", "Flags", "ProcessHost", "die_with_parent", "queue_spec"]
+__all__ = ["STATUS_EVERY", "Flags", "ProcessHost", "check_privileges", "die_with_parent",
+           "queue_spec"]
 
 STATUS_EVERY = 2.0  # seconds between STATUS lines: systemctl status is read by people
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+CAP_NET_ADMIN = 12  # <linux/capability.h>
+
+
+def check_privileges() -> None:
+    """Raise EnvironmentProblem unless this process holds CAP_NET_ADMIN."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        caps = -1 if os.geteuid() == 0 else 0
+    if not caps & (1 << CAP_NET_ADMIN):
+        raise EnvironmentProblem(
+            "CAP_NET_ADMIN is required to bind NFQUEUE and install the diversion; "
+            "run as root (sudo icmp6-shim run) or under the systemd unit"
+        )
 
 
 def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:

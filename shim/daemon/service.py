@@ -24,8 +24,7 @@ from collections.abc import Callable
 from shim.config.loader import Config, load_config
 from shim.daemon.control import kernel_queue_stats, overload_stats, socket_path
 from shim.daemon.compile import Compiled, compile_config
-from shim.core.errors import EnvironmentProblem
-from shim.daemon.host import ProcessHost
+from shim.daemon.host import ProcessHost, check_privileges
 from shim.daemon.logs import RateLimiter, get_logger, sink_counters
 from shim.core.model import Decision, Hook, restart_only_fields
 from shim.bindings.icmp6 import parse
@@ -37,7 +36,6 @@ from shim.daemon.sockserve import sync_poller
 
 __all__ = ["RELOAD_TIMEOUT", "Service", "check_privileges"]
 
-CAP_NET_ADMIN = 12
 # A reload at the config limits (shim.config.MAX_*) takes a few seconds; past this
 # it is reported as failed and the old table stays (the thread's result is dropped).
 RELOAD_TIMEOUT = 60.0
@@ -52,20 +50,6 @@ def _counters(reader: Reader) -> dict[str, int]:
 def _rule_info(d: Decision) -> dict[str, object]:
     return {"rule": d.rule, "origin": d.origin.value, "priority": d.priority,
             "verdict": d.verdict.action.value, "mark_name": d.verdict.mark_name}
-
-
-def check_privileges() -> None:
-    """Raise EnvironmentProblem unless this process holds CAP_NET_ADMIN."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, StopIteration, ValueError):
-        caps = -1 if os.geteuid() == 0 else 0
-    if not caps & (1 << CAP_NET_ADMIN):
-        raise EnvironmentProblem(
-            "CAP_NET_ADMIN is required to bind NFQUEUE and install the diversion; "
-            "run as root (sudo icmp6-shim run) or under the systemd unit"
-        )
 
 
 class Service:

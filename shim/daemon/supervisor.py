@@ -29,11 +29,11 @@ from shim.config.loader import Config, load_config
 from shim.daemon.control import kernel_queue_stats, overload_stats, socket_path
 from shim.daemon.compile import compile_config
 from shim.core.errors import ShimError
-from shim.daemon.host import ProcessHost, die_with_parent
+from shim.daemon.host import ProcessHost, check_privileges, die_with_parent
 from shim.daemon.logs import get_logger, sink_counters
 from shim.daemon.notify import Notifier
 from shim.daemon.reload import Outcome, Reloader
-from shim.daemon.service import RELOAD_TIMEOUT, Service, check_privileges
+from shim.daemon.service import RELOAD_TIMEOUT, Service
 from shim.daemon.sockserve import sync_poller
 
 __all__ = ["Supervisor", "run_daemon"]
