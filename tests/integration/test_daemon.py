@@ -247,7 +247,10 @@ class TestWorkers:
             sources = [f"2001:db8:1::{i:x}" for i in range(0x100, 0x110)]  # both queues' flows
             for i in range(16):
                 w.send(_echo(b"orphan%02d" % i, src=sources[i]))
-            assert w.arrived("b", b"orphan", timeout=1.0, contains=True) == (16 if fail_open else 0)
+            if fail_open:  # bypass: the last echo of both queues' flows gets through, unjudged
+                assert w.arrived("b", b"orphan15", timeout=1.0) == 1
+            else:
+                assert w.arrived("b", b"orphan", timeout=1.0, contains=True) == 0
         finally:
             for pid in [p for p in workers if _running(p)]:  # an orphan must not outlive a failure
                 os.kill(pid, signal.SIGKILL)
