@@ -72,7 +72,7 @@ bench: venv
 clean:
 	rm -rf build dist *.egg-info shim/_icmp6*.so shim/_icmp6.c shim/_icmp6.o $(VENV) .pytest_cache .hypothesis
 
-# --- installation on a gateway (issue #5) --------------------------------------
+# --- installation on a gateway ----------------------------------------------
 LIBDIR := $(PREFIX)/lib/icmp6-shim
 UNITDIR ?= /etc/systemd/system
 CONFDIR ?= /etc/icmp6-shim

@@ -27,15 +27,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from shim.config.loader import load_config
+    from shim.config.loader import control_address
     from shim.daemon.control import query, socket_path
 
+    problem = None
     if args.socket:
         path = args.socket
     else:
-        settings = load_config(config_dir(args.config)).settings
-        path = socket_path(settings.control_socket, settings.queue_num)
-    snap = query(path, timeout=args.timeout)
+        # Not load_config: the daemon answers from the table it kept, whatever the files
+        # say now, and a failed reload is exactly when an operator asks.
+        addr = control_address(config_dir(args.config))
+        path, problem = socket_path(addr.control_socket, addr.queue_num), addr.problem
+    try:
+        snap = query(path, timeout=args.timeout)
+    except ShimError as exc:
+        if problem is None:
+            raise
+        raise ShimError(f"{exc}; the default was tried because {problem}") from None
     if args.json:
         print(json.dumps(snap, indent=2))
     else:
@@ -76,11 +84,23 @@ def _stats_text(snap: dict[str, object]) -> str:
     if types:
         lines.append("by ICMPv6 type: " + ", ".join(f"{t}={n}" for t, n in sorted(
             types.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 999)))
+    lines += _shadow_text(cast(dict[str, Any] | None, snap.get("shadow")))
     lines.append("rule hits:")
     for r in cast(list[dict[str, Any]], snap.get("rules") or []):
         if r["hits"]:
             lines.append(f"  {r['hits']:>10}  {r['rule']} ({r['origin']}, {r['verdict']})")
     return "\n".join(lines)
+
+
+def _shadow_text(shadow: dict[str, Any] | None) -> list[str]:
+    """The shadow candidate's results: how many packets it judged, where it differed."""
+    if not shadow:
+        return []
+    lines = [f"shadow {shadow.get('file')}: {shadow.get('evaluated', 0)} packets judged, "
+             f"{shadow.get('differences', 0)} with another verdict"]
+    lines += [f"  {p['packets']:>10}  enforced {p['enforced']}, shadow {p['shadow']}"
+              for p in shadow.get("pairs") or []]
+    return lines
 
 
 def _overload_text(o: dict[str, Any]) -> list[str]:
@@ -110,7 +130,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from shim.config.loader import load_config
     from shim.adapters.diversion import cleanup_all, cleanup_instance
-    from shim.daemon.service import check_privileges
+    from shim.daemon.host import check_privileges
 
     check_privileges()
     kept = _fail_closed_after_failure(args.config) if args.unless_failed_closed else None

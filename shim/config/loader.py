@@ -41,7 +41,8 @@ from shim.core.model import (
 )
 
 __all__ = ["MAIN_FILE", "MAX_DROPINS", "MAX_FILE_BYTES", "MAX_RULES", "MAX_TOTAL_BYTES",
-           "RULES_DIR", "Config", "load_config", "parse_verdict"]
+           "RULES_DIR", "Config", "ControlAddress", "control_address", "load_config",
+           "parse_verdict"]
 
 MAIN_FILE = "icmp6-shim.toml"
 RULES_DIR = "rules.d"
@@ -111,6 +112,49 @@ def load_config(config_dir: Path | None) -> Config:
         shadow = _shadow_rules(config_dir, settings, len(paths), rules, budget)
     return Config(settings=settings, rules=tuple(rules), files=tuple(str(p) for p in paths),
                   shadow_rules=shadow)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlAddress:
+    """What names a running daemon's control socket: [control] socket and [queue] num."""
+
+    control_socket: str | None = None  # None: the per-instance default path
+    queue_num: int = 0
+    problem: str | None = None  # why a default stands in for what the file says
+
+
+def control_address(config_dir: Path | None) -> ControlAddress:
+    """Where the daemon of this config answers, read without the rules.
+
+    `stats` asks exactly when the config may be broken (after a failed reload), so
+    only the two keys that name the socket are read, each on its own; whatever
+    cannot be read falls back to its default and is named in `problem`.
+
+    Args:
+        config_dir: the directory; None gives the defaults.
+
+    Returns:
+        The address; never raises.
+    """
+    if config_dir is None:
+        return ControlAddress()
+    path = config_dir / MAIN_FILE
+    try:
+        doc = _read(path, _Budget())
+    except ConfigError as exc:
+        return ControlAddress(problem=str(exc))
+    found: dict[str, Any] = {}
+    problems: list[str] = []
+    for section, key, field, parse in (("control", "socket", "control_socket", cv.string),
+                                       ("queue", "num", "queue_num", cv.integer(0, 65535))):
+        table = doc.get(section, {})
+        if not isinstance(table, dict) or key not in table:
+            continue
+        try:
+            found[field] = parse(table[key])
+        except cv.BadValue as exc:
+            problems.append(f"{path}: [{section}] key {key!r}: {exc}")
+    return ControlAddress(**found, problem="; ".join(problems) or None)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """The daemon's lifecycle around one queue: start, judge, reload, stop.
 
-Order is the contract (what systemd and the kernel see depends on it):
+Order is the contract (what systemd and the kernel see depends on it); the process
+host (shim.daemon.host) writes the parts it shares with the supervisor:
   start: compile config -> check privileges -> choose backend -> bind queue
          -> install diversion -> READY=1
   stop:  STOPPING=1 -> remove diversion -> drain and answer what is queued -> unbind
@@ -15,34 +16,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import select
-import signal
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
 
 from shim.config.loader import Config, load_config
-from shim.daemon.control import ControlServer, kernel_queue_stats, overload_stats, socket_path
-from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, budget_spec,
-                                     choose_backend)
+from shim.daemon.control import kernel_queue_stats, overload_stats, socket_path
 from shim.daemon.compile import Compiled, compile_config
-from shim.core.errors import EnvironmentProblem
+from shim.daemon.host import ProcessHost, check_privileges
 from shim.daemon.logs import RateLimiter, get_logger, sink_counters
-from shim.daemon.metrics import MetricsServer, MetricsSettings
 from shim.core.model import Decision, Hook, restart_only_fields
 from shim.bindings.icmp6 import parse
 from shim.adapters.engines import reader_class
 from shim.adapters.reader import Judge, PacketLike, Reader
 from shim.daemon.notify import Notifier
-from shim.daemon.rulecounters import CachedCounters
 from shim.daemon.reload import Outcome, Reloader, describe
 from shim.daemon.sockserve import sync_poller
 
 __all__ = ["RELOAD_TIMEOUT", "Service", "check_privileges"]
 
-CAP_NET_ADMIN = 12
 # A reload at the config limits (shim.config.MAX_*) takes a few seconds; past this
 # it is reported as failed and the old table stays (the thread's result is dropped).
 RELOAD_TIMEOUT = 60.0
@@ -57,26 +50,6 @@ def _counters(reader: Reader) -> dict[str, int]:
 def _rule_info(d: Decision) -> dict[str, object]:
     return {"rule": d.rule, "origin": d.origin.value, "priority": d.priority,
             "verdict": d.verdict.action.value, "mark_name": d.verdict.mark_name}
-
-
-def check_privileges() -> None:
-    """Raise EnvironmentProblem unless this process holds CAP_NET_ADMIN."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, StopIteration, ValueError):
-        caps = -1 if os.geteuid() == 0 else 0
-    if not caps & (1 << CAP_NET_ADMIN):
-        raise EnvironmentProblem(
-            "CAP_NET_ADMIN is required to bind NFQUEUE and install the diversion; "
-            "run as root (sudo icmp6-shim run) or under the systemd unit"
-        )
-
-
-@dataclass(slots=True)
-class _Flags:
-    reload: bool = False
-    stop: bool = False
 
 
 class Service:
@@ -103,10 +76,7 @@ class Service:
         self.reloads = 0
         self.reload_failures = 0
         self.last_reload_error: str | None = None
-        self.diversion: Diversion | None = None
-        self._rule_counters: CachedCounters[DiversionCounters] | None = None
         self.reader: Reader | None = None
-        self._flags = _Flags()
         # Tracing logs every decision, still bounded: a flood must not flood the journal.
         self._pkt_log_limit = RateLimiter(max(self.settings.log_rate, 1000.0) if trace
                                           else self.settings.log_rate)
@@ -114,9 +84,10 @@ class Service:
         self.started = time.monotonic()
         self.control_path = (control_socket if control_socket is not None
                              else socket_path(self.settings.control_socket, self.queue_num))
-        self.control: ControlServer | None = None
-        self.metrics: MetricsServer | None = None
-        self.backend_name: str | None = None
+        # A supervisor's worker (report given) leaves the metrics endpoint to the supervisor.
+        self.host = ProcessHost(self.settings, notifier=self.notifier, control_path=self.control_path,
+                                snapshot=self.snapshot, status=self.status_line,
+                                manage_diversion=manage_diversion, serve_metrics=report is None)
         # Rule hits of tables swapped out by reloads, by rule name: counters survive reloads.
         self._past_hits: dict[str, int] = {}
         self._past_rules: dict[str, dict[str, object]] = {}  # rules no longer in the table
@@ -131,13 +102,7 @@ class Service:
         leaving nothing installed."""
         check_privileges()
         s = self.settings
-        spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
-                         hooks=s.hooks, priority=s.chain_priority, budget=budget_spec(s))
-        diversion: Diversion | None = None
-        if self.manage_diversion:
-            diversion, why = choose_backend(s.backend, spec)
-            self.backend_name = diversion.name
-            self.log.info("backend_chosen", backend=diversion.name, reason=why)
+        self.host.choose_backend()
         self.reader = reader_class(s.engine)(
             self.queue_num, self._judge(self.compiled), maxlen=s.queue_maxlen,
             sock_rcvbuf=s.sock_rcvbuf, on_logged=self._log_packet, on_exception=self._log_error,
@@ -146,67 +111,23 @@ class Service:
         self.log.info("queue_bound", queue=self.queue_num)
         try:
             self.reader.set_queue_flags(fail_open=s.queue_fail_open)
-            if self.control_path:
-                # After the bind: a second instance fails there, before touching our socket.
-                self.control = ControlServer(self.control_path, self.snapshot)
-            metrics = MetricsSettings.of(s)
-            if metrics.enabled and self.report is None:
-                self.metrics = MetricsServer(metrics, self.snapshot)
-                self.log.info("metrics_serving", endpoint=self.metrics.endpoints)
-                if metrics.tcp:
-                    self.log.warning("metrics_tcp_open", endpoint=metrics.tcp,
-                                     reason="TCP cannot tell local users apart: every local user "
-                                            "can read the counters; prefer [metrics] socket")
-            if diversion is not None:
-                diversion.install()
-                # Owned from here on: stop() removes only what this process installed.
-                self.diversion = diversion
-                self._rule_counters = CachedCounters(diversion.counters)
-                self.log.info("diversion_installed", backend=diversion.name,
-                              hooks=[h.name.lower() for h in s.hooks],
-                              queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open)
+            self.host.open_servers()
+            self.host.install()
         except BaseException:
-            self._close_sockets()
+            self.host.close_servers()
             self.reader.unbind()
             raise
 
     # -- run -------------------------------------------------------------------
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop in order. Returns an exit code."""
-        wake_r, wake_w = socket.socketpair()
-        wake_r.setblocking(False)
-        wake_w.setblocking(False)
-        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        old = {sig: signal.signal(sig, self._on_signal)
-               for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
-        crashed = False
-        try:
-            self.start()
-            self.log.info("ready", rules=len(self.compiled.table.rules), config=str(self.config_dir),
-                          engine=self.settings.engine)
-            self.notifier.ready(self.status_line())
-            try:
-                self._loop(wake_r)
-            except Exception as exc:
-                crashed = True
-                self.log.critical("crashed", error=describe(exc))
-                raise
-        finally:
-            # A crash follows fail_open: fail-closed keeps the diversion, so the kernel
-            # drops what it diverts until the next start instead of letting it through.
-            self.stop(keep_diversion=crashed and not self.settings.fail_open)
-            signal.set_wakeup_fd(old_fd)
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-            wake_r.close()
-            wake_w.close()
-        return 0
+        return self.host.run(self._start_ready, self._loop, self.stop)
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if signum == signal.SIGHUP:
-            self._flags.reload = True
-        else:
-            self._flags.stop = True
+    def _start_ready(self) -> None:
+        self.start()
+        self.log.info("ready", rules=len(self.compiled.table.rules), config=str(self.config_dir),
+                      engine=self.settings.engine)
+        self.host.ready()
 
     def _loop(self, wake: socket.socket) -> None:
         assert self.reader is not None
@@ -215,15 +136,9 @@ class Service:
         fixed = {self.reader.fileno(): select.POLLIN, wake.fileno(): select.POLLIN}
         wd = self.notifier.watchdog_interval
         tick = min(0.5, wd) if wd else 0.5
-        last_status = last_report = last_ping = 0.0
-        while not self._flags.stop:
-            # The control and metrics servers say each turn what they wait for: a full
-            # server's listener is not polled, so a connect flood cannot spin the loop.
-            wanted = dict(fixed)
-            for server in (self.control, self.metrics):
-                if server is not None:
-                    wanted.update(server.interest())
-            sync_poller(poller, registered, wanted)
+        last_report = 0.0
+        while not self.host.flags.stop:
+            sync_poller(poller, registered, {**fixed, **self.host.wanted()})
             for fd, _ev in poller.poll(tick * 1000):
                 if fd == wake.fileno():
                     try:
@@ -232,24 +147,13 @@ class Service:
                         pass
             # Bounded per iteration, so reload/stop/watchdog are served under a flood.
             self.reader.pump(512)
-            if self._flags.reload:
-                self._flags.reload = False
+            if self.host.take_reload():
                 self._reloader.request()  # parsed in a thread: this loop keeps judging
             outcome = self._reloader.poll()
             if outcome is not None:
                 self._finish_reload(outcome)
             now = time.monotonic()
-            if wd and now - last_ping >= wd / 2:
-                # Pinged from the loop itself: a wedged loop stops pinging.
-                self.notifier.watchdog()
-                last_ping = now
-            if now - last_status >= 2.0:
-                self.notifier.status(self.status_line())
-                last_status = now
-            if self.control is not None:
-                self.control.serve_pending()
-            if self.metrics is not None:
-                self.metrics.serve_pending()
+            self.host.tick(now)
             if self.report is not None and now - last_report >= 0.25:
                 self.report(self.snapshot())  # also the supervisor's heartbeat
                 last_report = now
@@ -290,14 +194,13 @@ class Service:
             self.last_reload_error = error
             self.log.error("reload_failed", error=error, kept_rules=len(self.compiled.table.rules),
                            seconds=round(outcome.seconds, 3), judged_during=judged)
-            self.notifier.send(wait=True, READY=1,
-                               STATUS=f"reload failed, old table kept: {error}"[:200])
+            self.host.reload_failed(error)
             return False
         changed = self._restart_needed(self.compiled)
         self.log.info("reload_ok", rules=len(self.compiled.table.rules), reloads=self.reloads,
                       seconds=round(outcome.seconds, 3), judged_during=judged,
                       **({"not_applied": changed} if changed else {}))
-        self.notifier.ready(self.status_line())
+        self.host.ready()
         return True
 
     def _swap(self, new: Compiled) -> None:
@@ -337,20 +240,10 @@ class Service:
     def stop(self, keep_diversion: bool = False) -> None:
         """Remove the diversion (unless kept: a fail-closed crash), answer what is queued,
         unbind. Safe to call twice."""
-        self.notifier.stopping()
-        self._close_sockets()
-        if self.diversion is not None and keep_diversion:
-            self.log.error("diversion_kept", backend=self.diversion.name,
-                           reason="crashed with [queue] fail_open = false: the kernel drops "
-                                  "diverted ICMPv6 until the next start")
-            self.diversion = None
-        if self.diversion is not None:
-            try:
-                self.diversion.remove()
-                self.log.info("diversion_removed", backend=self.diversion.name)
-            except Exception as exc:  # noqa: BLE001 - whatever happens, drain and unbind below
-                self.log.error("diversion_remove_failed", error=str(exc))
-            self.diversion = None
+        self.host.stop(self._stop_reader, keep_diversion=keep_diversion)
+
+    def _stop_reader(self) -> None:
+        """The work's part of the stop: drain (answer what is queued), unbind."""
         if self.reader is not None:
             reader, self.reader, drained = self.reader, None, 0
             try:
@@ -361,13 +254,6 @@ class Service:
                 reader.unbind()
             self.log.info("stopped", drained=drained, **_counters(reader))
 
-    def _close_sockets(self) -> None:
-        """Close the control and metrics servers (unlinking only sockets still ours)."""
-        for server in (self.control, self.metrics):
-            if server is not None:
-                server.close()
-        self.control = self.metrics = None
-
     # -- observability ------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         return _counters(self.reader) if self.reader is not None else {}
@@ -376,7 +262,7 @@ class Service:
         """Everything `icmp6-shim stats` shows, as plain JSON values."""
         # Rule counters, then the kernel's, then ours: the order overload_stats relies on.
         # Cached, read in a thread: the tools' fork and dump never run in the packet loop.
-        div = self._rule_counters.get() if self._rule_counters is not None else None
+        div = self.host.rule_counters.get() if self.host.rule_counters is not None else None
         kernel = kernel_queue_stats([self.queue_num])
         c = self.counters()
         table = self.compiled.table
@@ -390,7 +276,7 @@ class Service:
         return {
             "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 1),
             "config": str(self.config_dir) if self.config_dir else None,
-            "backend": self.backend_name, "queues": [self.queue_num],
+            "backend": self.host.backend_name, "queues": [self.queue_num],
             "reloads": self.reloads, "reload_failures": self.reload_failures,
             "last_reload_error": self.last_reload_error,
             "packets": c.get("packets", 0), "errors": c.get("errors", 0),

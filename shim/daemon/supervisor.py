@@ -2,7 +2,8 @@
 """`workers = N`: N worker processes, one queue each, behind one diversion.
 
 The supervisor owns the diversion (flows hashed over the N queues),
-the control socket and the notify socket; each worker is a Service bound to
+the control socket and the notify socket, through the same process host
+(shim.daemon.host) as a single Service; each worker is a Service bound to
 one queue that reports a snapshot every 0.25 s over a pipe. Invariants:
 - READY=1 only once every worker has bound its queue and the diversion is in;
 - WATCHDOG=1 only while every worker's reports are fresh (loop health, not a timer);
@@ -18,23 +19,21 @@ import os
 import queue
 import select
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shim.config.loader import Config, load_config
-from shim.daemon.control import ControlServer, kernel_queue_stats, overload_stats, socket_path
-from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, budget_spec,
-                                     choose_backend)
+from shim.daemon.control import kernel_queue_stats, overload_stats, socket_path
 from shim.daemon.compile import compile_config
 from shim.core.errors import ShimError
+from shim.daemon.host import ProcessHost, check_privileges, die_with_parent
 from shim.daemon.logs import get_logger, sink_counters
-from shim.daemon.metrics import MetricsServer, MetricsSettings
 from shim.daemon.notify import Notifier
-from shim.daemon.rulecounters import CachedCounters
-from shim.daemon.reload import Outcome, Reloader, describe
-from shim.daemon.service import RELOAD_TIMEOUT, Service, check_privileges
+from shim.daemon.reload import Outcome, Reloader
+from shim.daemon.service import RELOAD_TIMEOUT, Service
 from shim.daemon.sockserve import sync_poller
 
 __all__ = ["Supervisor", "run_daemon"]
@@ -44,19 +43,37 @@ STALE_AFTER = 2.0  # seconds without a report (8 report periods) before a worker
 
 
 def _worker_main(config_dir: Path | None, config: Config, queue_num: int, trace: bool,
-                 reports: Any) -> None:
+                 reports: Any, parent: int) -> None:
     """Body of a worker process: one Service without diversion or control socket.
 
     Reports go through a bounded queue with put_nowait: a stalled supervisor
     costs the worker dropped reports, never a blocked packet loop.
+    A worker never outlives its supervisor (`parent`): the kernel sends it SIGTERM
+    when the supervisor dies, even by SIGKILL, and each report checks the parent
+    too. It then stops as on any SIGTERM (drain, unbind) and leaves the diversion
+    to the kernel's queue bypass, which follows fail_open: unjudged traffic passes
+    with fail_open = true and is dropped with false, as after the supervisor's own
+    crash. It never removes the diversion itself: by then a new instance may own
+    the same names.
     """
 
     def report(snap: dict[str, object]) -> None:
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)  # the supervisor is gone: the same stop
+            return
         try:
             reports.put_nowait(("snapshot", snap))
         except queue.Full:
             pass
 
+    # Until its Service takes them over, the supervisor's handlers (copied by fork) would
+    # swallow a stop: SIGTERM kills, SIGHUP waits (a reload forwarded before the bind).
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if not die_with_parent(parent):
+        os._exit(1)  # the supervisor died before prctl took effect: nothing is bound yet
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it decides the stop order
     try:
         service = Service(config_dir, config=config, notifier=Notifier({}), queue_num=queue_num,
@@ -67,7 +84,10 @@ def _worker_main(config_dir: Path | None, config: Config, queue_num: int, trace:
         reports.put(("error", str(exc)), timeout=2)
         rc = exc.exit_code
     reports.close()
-    reports.join_thread()  # os._exit skips the feeder thread's flush: wait for it here
+    if os.getppid() == parent:
+        reports.join_thread()  # os._exit skips the feeder thread's flush: wait for it here
+    else:
+        reports.cancel_join_thread()  # nobody reads the pipe any more: a flush could block
     os._exit(rc)
 
 
@@ -99,11 +119,8 @@ class Supervisor:
         self.workers = [_Worker(queue=s.queue_num + i) for i in range(s.workers)]
         self.control_path = (control_socket if control_socket is not None
                              else socket_path(s.control_socket, s.queue_num))
-        self.control: ControlServer | None = None
-        self.metrics: MetricsServer | None = None
-        self.diversion: Diversion | None = None
-        self._rule_counters: CachedCounters[DiversionCounters] | None = None
-        self.backend_name: str | None = None
+        self.host = ProcessHost(s, notifier=self.notifier, control_path=self.control_path,
+                                snapshot=self.snapshot, status=self.status_line)
         self.worker_failures = 0
         self.reloads = 0
         self.reload_failures = 0
@@ -112,12 +129,11 @@ class Supervisor:
         self._reloader: Reloader[Config] = Reloader(self._validate, timeout=RELOAD_TIMEOUT,
                                                     on_start=self.notifier.reloading)
         self.started = time.monotonic()
-        self._stop = False
-        self._reload = False
 
     def _spawn(self, w: _Worker) -> None:
         w.reports = _CTX.Queue(maxsize=8)
-        w.proc = _CTX.Process(target=_worker_main, args=(self.config_dir, self.config, w.queue, self.trace, w.reports),
+        w.proc = _CTX.Process(target=_worker_main, args=(self.config_dir, self.config, w.queue, self.trace, w.reports,
+                                                        os.getpid()),
                               name=f"icmp6-shim-worker-{w.queue}", daemon=False)
         w.proc.start()
         w.bound, w.last_report = False, time.monotonic()
@@ -134,48 +150,19 @@ class Supervisor:
                 self.log.error("worker_error", queue=w.queue, error=payload)
 
     def run(self) -> int:
+        """Start the workers behind one diversion, serve until SIGTERM/SIGINT, stop in order."""
+        return self.host.run(self._start, self._loop, self._shutdown)
+
+    def _start(self) -> None:
         check_privileges()
-        s = self.settings
-        spec = QueueSpec(first=s.queue_num, count=s.workers, fail_open=s.fail_open,
-                         hooks=s.hooks, priority=s.chain_priority, budget=budget_spec(s))
-        diversion, why = choose_backend(s.backend, spec)
-        self.backend_name = diversion.name
-        self.log.info("backend_chosen", backend=diversion.name, reason=why)
-        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
-        crashed = False
-        try:
-            for w in self.workers:
-                self._spawn(w)
-            self._wait_bound(timeout=30.0)
-            if self.control_path:
-                self.control = ControlServer(self.control_path, self.snapshot)
-            metrics = MetricsSettings.of(s)
-            if metrics.enabled:
-                self.metrics = MetricsServer(metrics, self.snapshot)
-                self.log.info("metrics_serving", endpoint=self.metrics.endpoints)
-                if metrics.tcp:
-                    self.log.warning("metrics_tcp_open", endpoint=metrics.tcp,
-                                     reason="TCP cannot tell local users apart: every local user "
-                                            "can read the counters; prefer [metrics] socket")
-            diversion.install()
-            self.diversion = diversion
-            self._rule_counters = CachedCounters(diversion.counters)
-            self.log.info("diversion_installed", backend=diversion.name,
-                          queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open, workers=s.workers)
-            self.log.info("ready", workers=s.workers)
-            self.notifier.ready(self.status_line())
-            try:
-                self._loop()
-            except Exception as exc:
-                crashed = True
-                self.log.critical("crashed", error=describe(exc))
-                raise
-        finally:
-            # As in Service.run: a fail-closed crash leaves the diversion in place.
-            self._shutdown(keep_diversion=crashed and not s.fail_open)
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-        return 0
+        self.host.choose_backend()
+        for w in self.workers:
+            self._spawn(w)
+        self._wait_bound(timeout=30.0)
+        self.host.open_servers()
+        self.host.install(workers=self.settings.workers)
+        self.log.info("ready", workers=self.settings.workers)
+        self.host.ready()
 
     def _wait_bound(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -190,32 +177,22 @@ class Supervisor:
             time.sleep(0.05)
         raise ShimError(f"workers did not bind their queues within {timeout:.0f}s")
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if signum == signal.SIGHUP:
-            self._reload = True
-        else:
-            self._stop = True
-
-    def _loop(self) -> None:
-        wd = self.notifier.watchdog_interval
-        last_status = 0.0
+    def _loop(self, wake: socket.socket) -> None:
         poller = select.poll()
         registered: dict[int, int] = {}
-        while not self._stop:
-            # Reports are polled each turn (0.25 s at most late); only the control and metrics
-            # servers wake us, and only for what they wait on (a full server's listener is not polled).
-            wanted: dict[int, int] = {}
-            for server in (self.control, self.metrics):
-                if server is not None:
-                    wanted.update(server.interest())
-            sync_poller(poller, registered, wanted)
-            try:
-                poller.poll(250)
-            except InterruptedError:
-                pass
+        while not self.host.flags.stop:
+            # Reports are polled each turn (0.25 s at most late); only a signal and the control
+            # and metrics servers wake us, the servers only for what they wait on.
+            sync_poller(poller, registered, {wake.fileno(): select.POLLIN, **self.host.wanted()})
+            for fd, _ev in poller.poll(250):
+                if fd == wake.fileno():
+                    try:
+                        wake.recv(512)
+                    except BlockingIOError:
+                        pass
             for w in self.workers:
                 self._receive(w)
-                if self._stop or w.proc is None:
+                if self.host.flags.stop or w.proc is None:
                     continue
                 if not w.proc.is_alive():
                     self._restart(w)
@@ -225,22 +202,13 @@ class Supervisor:
                     w.proc.kill()
                     w.proc.join(5)
                     self._restart(w)
-            if self.control is not None:
-                self.control.serve_pending()
-            if self.metrics is not None:
-                self.metrics.serve_pending()
-            if self._reload:
-                self._reload = False
+            if self.host.take_reload():
                 self._reloader.request()
             outcome = self._reloader.poll()
             if outcome is not None:
                 self._forward_reload(outcome)
             now = time.monotonic()
-            if wd and all(now - w.last_report < STALE_AFTER for w in self.workers):
-                self.notifier.watchdog()
-            if now - last_status >= 2.0:
-                self.notifier.status(self.status_line())
-                last_status = now
+            self.host.tick(now, healthy=all(now - w.last_report < STALE_AFTER for w in self.workers))
 
     def _restart(self, w: _Worker) -> None:
         self.worker_failures += 1
@@ -260,8 +228,7 @@ class Supervisor:
             self.reload_failures += 1
             self.last_reload_error = outcome.error
             self.log.error("reload_failed", error=outcome.error, seconds=round(outcome.seconds, 3))
-            self.notifier.send(wait=True, READY=1,
-                               STATUS=f"reload failed, old table kept: {outcome.error}"[:200])
+            self.host.reload_failed(outcome.error or "")
             return
         # A worker restarted from now on starts from this version, not the one at start.
         self.config = outcome.value
@@ -272,26 +239,13 @@ class Supervisor:
         self.last_reload_error = None
         self.log.info("reload_ok", workers=len(self.workers), reloads=self.reloads,
                       seconds=round(outcome.seconds, 3))
-        self.notifier.ready(self.status_line())
+        self.host.ready()
 
     def _shutdown(self, keep_diversion: bool = False) -> None:
-        self.notifier.stopping()
-        for server in (self.control, self.metrics):
-            if server is not None:
-                server.close()
-        self.control = self.metrics = None
-        if self.diversion is not None and keep_diversion:
-            self.log.error("diversion_kept", backend=self.diversion.name,
-                           reason="crashed with [queue] fail_open = false: the kernel drops "
-                                  "diverted ICMPv6 until the next start")
-            self.diversion = None
-        if self.diversion is not None:
-            try:
-                self.diversion.remove()
-                self.log.info("diversion_removed", backend=self.diversion.name)
-            except Exception as exc:  # noqa: BLE001 - the workers must still drain and unbind
-                self.log.error("diversion_remove_failed", error=str(exc))
-            self.diversion = None
+        self.host.stop(self._stop_workers, keep_diversion=keep_diversion)
+
+    def _stop_workers(self) -> None:
+        """The work's part of the stop: each worker drains and unbinds (SIGTERM), bounded."""
         for w in self.workers:
             if w.proc is not None and w.proc.is_alive():
                 os.kill(w.proc.pid, signal.SIGTERM)
@@ -301,13 +255,14 @@ class Supervisor:
                 if w.proc.is_alive():
                     w.proc.kill()
                     w.proc.join(5)
-        self.log.info("stopped", **{k: v for k, v in self.snapshot().items()
-                                    if k in ("packets", "errors", "worker_failures")})
+        if any(w.proc is not None for w in self.workers):  # nothing started: nothing stopped
+            self.log.info("stopped", **{k: v for k, v in self.snapshot().items()
+                                        if k in ("packets", "errors", "worker_failures")})
 
     def snapshot(self) -> dict[str, object]:
         """Counters summed over the workers' latest reports."""
         # Cached, read in a thread: the tools' fork and dump never run in the packet loop.
-        div = self._rule_counters.get() if self._rule_counters is not None else None
+        div = self.host.rule_counters.get() if self.host.rule_counters is not None else None
         kernel = kernel_queue_stats([w.queue for w in self.workers])
         total: dict[str, Any] = {"packets": 0, "errors": 0, "enobufs": 0, "non_icmpv6": 0,
                                  "verdicts": {}, "types": {}, "fragments": {}, "rules": {}}
@@ -324,7 +279,7 @@ class Supervisor:
         return {
             "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 1),
             "config": str(self.config_dir) if self.config_dir else None,
-            "backend": self.backend_name, "queues": [w.queue for w in self.workers],
+            "backend": self.host.backend_name, "queues": [w.queue for w in self.workers],
             "reloads": self.reloads, "reload_failures": self.reload_failures,
             "last_reload_error": self.last_reload_error or next(
                 (f"queue {w.queue}: {w.snapshot['last_reload_error']}" for w in self.workers
@@ -338,6 +293,7 @@ class Supervisor:
             **{k: total[k] for k in ("packets", "errors", "enobufs", "verdicts", "types",
                                      "non_icmpv6", "fragments")},
             "log": self._log_counters(),
+            "shadow": _shadow_total([w.snapshot.get("shadow") for w in self.workers]),
             "rules": list(total["rules"].values()),
             "kernel": kernel,
             # judged None: the workers' reports lag the rule counter (see overload_stats).
@@ -368,6 +324,22 @@ class Supervisor:
         if snap["last_reload_error"]:
             line += f"; last reload failed, old table kept: {snap['last_reload_error']}"
         return line[:400]
+
+
+def _shadow_total(shadows: list[Any]) -> dict[str, object] | None:
+    """The workers' shadow results added up (each judged its own share of the flows)."""
+    mine = [sh for sh in shadows if isinstance(sh, dict)]
+    if not mine:
+        return None
+    pairs: dict[tuple[str, str], int] = {}
+    for sh in mine:
+        for p in sh.get("pairs", []):
+            key = (p["enforced"], p["shadow"])
+            pairs[key] = pairs.get(key, 0) + p["packets"]
+    top = sorted(pairs.items(), key=lambda kv: -kv[1])[:50]
+    return {"file": mine[0].get("file"), "evaluated": sum(sh.get("evaluated", 0) for sh in mine),
+            "differences": sum(sh.get("differences", 0) for sh in mine),
+            "pairs": [{"enforced": e, "shadow": sh, "packets": n} for (e, sh), n in top]}
 
 
 def run_daemon(config_dir: Path | None, config: Config, *, trace: bool = False,

@@ -105,7 +105,7 @@ ALL_BUDGETS = BudgetSpec(rates=(*BUDGET.rates, ("headers", 80)), interfaces=("et
 
 
 class TestBudgetRender:
-    """Issue 16.5: budgets are rules before the queue rule, keyed by interface and class."""
+    """Budgets are rules before the queue rule, keyed by interface and class."""
 
     def test_nft_budget_before_queue_keyed_by_direction(self) -> None:
         """Input/forward charge the ingress interface, output the egress one; the rules come

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue 16: non-ICMPv6 traffic meets no rule; non-first fragments follow their datagram.
+"""Non-ICMPv6 traffic meets no rule; non-first fragments follow their datagram.
 
 Unit level, through the C table (NativeTable), the Python reference (RuleTable)
 and the CLI's explain / replay / stats text.
@@ -100,7 +100,7 @@ class TestNonIcmpv6:
         assert not is_non_icmpv6(ICMP[name])
 
     def test_source_rule_does_not_drop_fragmented_udp(self) -> None:
-        """The issue's case: a user rule naming only a source decides no UDP fragment."""
+        """A user rule naming only a source decides no UDP fragment."""
         from shim.core.model import Action, Match, Origin, Rule, Verdict
         rule = Rule(name="from-a", priority=None, origin=Origin.USER,
                     match=Match(src=f"{A}/128"), verdict=Verdict(action=Action.DROP))

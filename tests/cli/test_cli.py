@@ -16,7 +16,7 @@ from scapy.utils import PcapNgWriter, wrpcap
 from shim.lab.packets import icmp6_packet
 
 REPO = Path(__file__).resolve().parents[2]
-ISSUE3_FIELDS = {
+PARSER_FIELDS = {
     "version", "payload_length", "hop_limit", "src_class", "dst_class", "src_mcast_scope",
     "dst_mcast_scope", "ext_headers", "upper_layer", "upper_layer_offset", "icmpv6_type",
     "icmpv6_code", "frag_status", "frag_offset", "frag_more", "frag_id", "chain_complete",
@@ -40,10 +40,10 @@ ECHO = icmp6_packet("2001:db8:1::a", "2001:db8:2::b", 128, 0, b"\x00\x01\x00\x01
 
 
 class TestExplain:
-    def test_json_carries_issue_fields_and_decision(self) -> None:
-        """explain --json has every parser field by its issue name and the decision keys."""
+    def test_json_carries_parser_fields_and_decision(self) -> None:
+        """explain --json has every parser field by its documented name and the decision keys."""
         doc = json.loads(shim("explain", "--hex", NS.hex(), "--json", check=True).stdout)
-        assert ISSUE3_FIELDS <= doc.keys()
+        assert PARSER_FIELDS <= doc.keys()
         assert DECISION_KEYS <= doc["decision"].keys()
         assert (doc["icmpv6_type"], doc["dst_class"], doc["nd_valid"]) == (135, "solicited_node", True)
         assert (doc["decision"]["verdict"], doc["decision"]["mark_name"]) == ("mark", "bypass")
@@ -93,7 +93,7 @@ class TestReplay:
         lines = shim("replay", str(captures[kind]), "--json", check=True).stdout.splitlines()
         docs = [json.loads(line) for line in lines]
         assert len(docs) == (5 if kind == "raw" else 4)
-        assert all(ISSUE3_FIELDS <= d.keys() and DECISION_KEYS <= d["decision"].keys() for d in docs)
+        assert all(PARSER_FIELDS <= d.keys() and DECISION_KEYS <= d["decision"].keys() for d in docs)
         assert [d["icmpv6_type"] for d in docs[:3]] == [128, 135, 135]
         assert docs[2]["decision"]["verdict"] == "drop"  # NS with hop limit 64
         assert docs[3]["frag_status"] == "non_first"
@@ -146,7 +146,7 @@ class TestCheckAndRules:
 
 
 class TestCheckNeverCrashes:
-    """Issue 16: check on a broken file is one line and exit 2, never an internal error (70)."""
+    """check on a broken file is one line and exit 2, never an internal error (70)."""
 
     @pytest.mark.parametrize(("body", "message"), [
         (b'[[rule]]\nname = "caf\xe9"\n', "not UTF-8: byte 0xe9 at line 2"),

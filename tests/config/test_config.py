@@ -276,7 +276,7 @@ class TestShipped:
 
 
 class TestOverload:
-    """Issue 16.5: the [overload] budgets."""
+    """The [overload] budgets: per-interface, per-class rates ahead of the queue."""
 
     def test_defaults_give_every_class_a_budget(self) -> None:
         """Out of the box each class has a budget and what exceeds it is dropped."""

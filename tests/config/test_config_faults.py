@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Config files that are unreadable, not UTF-8, too deep, too big or missing: one ConfigError each.
 
-Issue 16: each of these crashed `check` (exit 70) and a reload, or silently
+Each of these once crashed `check` (exit 70) and a reload, or silently
 reloaded without the user's rules. Every case must end as a ConfigError whose
 message names the file and the problem.
 """

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The indexed lint gives exactly the findings of the former pairwise loop, and scales.
 
-`reference_lint` below is the lint of shim/explain.py before issue 16, kept
+`reference_lint` below is the former pairwise lint (quadratic in the rules), kept
 verbatim (with its covers/overlaps helpers) as the oracle: random tables drawn
 from a small universe of keys, so that covering, duplicate and overlapping
 rules are frequent, must give the same warnings in the same order.

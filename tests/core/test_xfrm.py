@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue #6: `export xfrm` derivation (pure), its rendering, scenario files and `replay --plot`."""
+"""`export xfrm` derivation (pure), its rendering, scenario files and `replay --plot`."""
 
 from __future__ import annotations
 

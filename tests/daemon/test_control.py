@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue 16: the control socket answers any size, never replaces a live socket, and
+"""The control socket answers any size, never replaces a live socket, and
 has a default path per instance (queue) and per network namespace."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Log sinks that fail: a full disk, a closed pipe. The line moves on; nothing raises.
 
-Issue 16: ENOSPC on stdout killed the daemon and a closed stdout pipe made it
+Why: ENOSPC on stdout once killed the daemon and a closed stdout pipe made it
 exit 0; per-packet log failures were counted as packet errors.
 """
 

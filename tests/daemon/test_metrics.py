@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue 16: the metrics endpoint is bounded (connections, deadline, request size), renders
+"""The metrics endpoint is bounded (connections, deadline, request size), renders
 valid Prometheus text, and its unix socket admits root and [metrics] group only."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Reloads off the packet path (shim.daemon.reload) and the Service's keep-the-old-table rule.
 
-Issue 16: only ShimError was caught around a reload, so any other exception
+Why: when only ShimError was caught around a reload, any other exception
 killed the daemon (and its exit removed the diversion); and the parse ran
 inside the packet loop.
 """

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""A bounded ICMPv6 flood from the namespace it runs in (issue 16: fair under flood).
+"""A bounded ICMPv6 flood from the namespace it runs in (fair under flood: budgets per link).
 
     python -m tests.integration.flood SRC DST TYPE SIZE COUNT SECONDS
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue #5: the daemon as systemd sees it (notify, reload, watchdog) and its counters."""
+"""The daemon as systemd sees it (notify, reload, watchdog) and its counters."""
 
 from __future__ import annotations
 
@@ -145,6 +145,32 @@ class TestStats:
         human = three_node.run("g", sys.executable, "-m", "shim", "stats", "--socket", shim.control_socket)
         assert "drop-echo" in human.stdout and "kernel queue 0" in human.stdout
 
+    def test_stats_by_config_after_a_failed_reload(
+        self, three_node: Topology, config_dir: Callable[..., Path], wire: Callable[..., Wire],
+    ) -> None:
+        """The config no longer compiles: `stats --config` still answers, JSON and human,
+        with the reload error, and the old table still drops."""
+        cfg = config_dir(DROP_ECHO)
+        with ShimProcess(cfg, netns=three_node.ns("g"), extra=()) as shim:
+            (cfg / "icmp6-shim.toml").write_text(f'[control]\nsocket = "{shim.control_socket}"\n'
+                                                 + DROP_ECHO)
+            shim.wait_notify("READY", "1")
+            (cfg / "icmp6-shim.toml").write_text(f'[control]\nsocket = "{shim.control_socket}"\n'
+                                                 + BROKEN)
+            shim.signal(signal.SIGHUP)
+            assert "reload failed" in shim.wait_notify("READY", "1")["STATUS"]
+            w = wire()
+            w.send(_echo(b"kept"))
+            assert w.arrived("b", b"kept") == 0
+            out = three_node.run("g", sys.executable, "-m", "shim", "stats", "--json",
+                                 "--config", str(cfg))
+            assert out.returncode == 0, out.stderr
+            snap = json.loads(out.stdout)
+            assert snap["reload_failures"] == 1 and "no-such-type" in snap["last_reload_error"]
+            human = three_node.run("g", sys.executable, "-m", "shim", "stats", "--config", str(cfg))
+            assert human.returncode == 0, human.stderr
+            assert "last reload failed, old table kept" in human.stdout and "drop-echo" in human.stdout
+
     def test_stats_without_daemon_is_one_line(self, tmp_path: Path) -> None:
         """No daemon: a precise line and a non-zero exit."""
         from shim.cli.main import main
@@ -188,6 +214,57 @@ class TestWorkers:
         for i in range(64):
             w.send(_echo(b"after%d" % i, src=sources[i % len(sources)]))
         assert w.arrived("b", b"after63", timeout=2) == 1
+
+
+    @pytest.mark.parametrize("fail_open", [True, False])
+    def test_workers_die_with_a_killed_supervisor(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], fail_open: bool,
+    ) -> None:
+        """SIGKILL of the supervisor (workers = 2): both workers exit and free their queues; the
+        kernel's bypass then follows fail_open (unjudged echoes pass, or are dropped)."""
+        import os
+
+        from shim.adapters.diversion import cleanup_all
+        from shim.lab.netns import in_netns
+
+        cfg = config_dir(f"[queue]\nworkers = 2\nfail_open = {str(fail_open).lower()}\n" + DROP_ECHO)
+        shim = shim_on(three_node.ns("g"), cfg, extra=())
+        w = wire()
+        w.send(_echo(b"judged"))
+        assert w.arrived("b", b"judged") == 0
+        workers = [x["pid"] for x in query(shim.control_socket)["workers"]]  # type: ignore[union-attr]
+        assert len(workers) == 2 and all(workers)
+        shim.signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in workers):
+            time.sleep(0.1)
+        try:
+            assert not any(_running(p) for p in workers), [_running(p) for p in workers]
+            bound = three_node.run("g", "cat", "/proc/net/netfilter/nfnetlink_queue").stdout
+            assert [ln.split()[0] for ln in bound.splitlines() if ln.split()[:1] in (["0"], ["1"])] == []
+            w.flush()
+            sources = [f"2001:db8:1::{i:x}" for i in range(0x100, 0x110)]  # both queues' flows
+            for i in range(16):
+                w.send(_echo(b"orphan%02d" % i, src=sources[i]))
+            if fail_open:  # bypass: the last echo of both queues' flows gets through, unjudged
+                assert w.arrived("b", b"orphan15", timeout=1.0) == 1
+            else:
+                assert w.arrived("b", b"orphan", timeout=1.0, contains=True) == 0
+        finally:
+            for pid in [p for p in workers if _running(p)]:  # an orphan must not outlive a failure
+                os.kill(pid, signal.SIGKILL)
+            with in_netns(three_node.ns("g")):
+                cleanup_all()
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie holds no socket: it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class TestQueueOverflow:
@@ -266,6 +343,9 @@ class TestShadow:
         assert isinstance(shadow, dict) and shadow["differences"] == 4
         assert shadow["pairs"][0] == {"enforced": "transit-echo-request", "shadow": "try-drop-echo", "packets": 4}
         assert shim.next_event("shadow_diff", shadow="try-drop-echo") is not None
+        human = three_node.run("g", sys.executable, "-m", "shim", "stats", "--socket", shim.control_socket)
+        assert "with another verdict" in human.stdout, human.stdout
+        assert "4  enforced transit-echo-request, shadow try-drop-echo" in human.stdout
 
     def test_shadow_needs_the_netfilterqueue_engine(self, config_dir: Callable[..., Path]) -> None:
         """Shadow with the batched engine is a config error naming the key."""

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue 16, "no fault turns enforcement off": reload faults, log sink faults, crashes, cleanup.
+"""No fault turns enforcement off: reload faults, log sink faults, crashes, cleanup.
 
 Each test runs the real daemon (or the real Service) in the test's own
 namespaces with a real diversion, and checks that the policy is still enforced

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue 16.5: a flood on one link must not starve ICMPv6 on the others, and every overload
+"""A flood on one link must not starve ICMPv6 on the others, and every overload
 verdict is counted by its cause (budget rules, queue full, the kernel's fail-open accepts)."""
 
 from __future__ import annotations

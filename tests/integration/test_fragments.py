@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue 16 point 1: what the kernel's walk cannot see is diverted and judged.
+"""What the kernel's walk cannot see is diverted and judged.
 
 Crafted with scapy, sent from a through g (the shim) to b and to g itself:
 fragments whose first fragment ends inside the extension-header chain, ICMPv6
@@ -64,7 +64,7 @@ def _big_dstopt() -> bytes:
 
 def evasive_fragments(dst: str, icmp_type: int, tail: bytes, ident: int) -> list[bytes]:
     """DestOpt(1224) + DestOpt(8) + ICMPv6, fragmented so the first fragment ends
-    between the two Destination Options headers (issue 16, point 1)."""
+    between the two Destination Options headers: the kernel's walk finds no upper layer."""
     msg = icmp6_packet(A, dst, icmp_type, 0, b"\x00\x07\x00\x01" + tail)[40:]
     first = fragment_header(DSTOPT, 0, True, ident) + _big_dstopt()
     second = fragment_header(DSTOPT, 1224, False, ident) + ext_header(ICMPV6) + msg
@@ -153,7 +153,7 @@ class TestEvasionsAreJudged:
         self, three_node: Topology, shim_on: Callable[..., ShimProcess],
         config_dir: Callable[..., Path], wire: Callable[..., Wire], backend: str,
     ) -> None:
-        """The issue's evasion: neither fragment names ICMPv6 to the kernel's walk.
+        """The evasion: neither fragment names ICMPv6 to the kernel's walk.
         Both are judged now: the first lacks the chain (RFC 7112) and is dropped, the
         second follows it; g neither delivers the Echo Request nor replies."""
         cfg = config_dir(_config(backend, '[[rule]]\nname = "no-pings"\ntype = "echo-request"\n'

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue 16 rows 4, 6 and 7 with real daemons in namespaces: a metrics connection flood from
+"""Real daemons in namespaces: a metrics connection flood from
 user nobody does not wedge judging; `stats` answers 10,000 rules whole; two instances in one
 namespace keep their own diversion and control socket; cleanup removes only what it is asked."""
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Issue #6: the four testbed scenarios against a real kernel, with and without the shim.
+"""The four testbed scenarios against a real kernel, with and without the shim.
 
 Each test runs one scenario file run by run and asserts the kernel's own
 outcome (neighbour cache state, ping result, route MTU, address configured,
