@@ -8,6 +8,7 @@ datagram received), not only the engine's verdict on it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,10 @@ def _observe(name: str, run: str) -> dict[str, list[str]]:
 def _no_leftovers() -> None:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [line for line in out.splitlines() if line.startswith(f"{NS_PREFIX}s")]
+    from shim.lab.owners import OWNER_DIR  # and no owner record of this process's runs
+
+    ours = f"{NS_PREFIX}s{os.getpid() % 10000}-"
+    assert not list(OWNER_DIR.glob(f"{ours}*"))
 
 
 class TestDeadlock:
@@ -124,3 +129,47 @@ def test_up_status_down() -> None:
     assert down.returncode == 0
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{NS_PREFIX}two-hosts-" not in names
+
+
+def test_down_removes_only_what_the_testbed_made_and_nobody_runs() -> None:
+    """`testbed down` (named or not) leaves a namespace without an owner record and one whose
+    owner still runs and is not the caller; it removes one whose owner has gone, and the
+    live owner's once that owner ends."""
+    from shim.lab import owners
+
+    run = [sys.executable, "-m", "shim", "testbed", "down"]
+    tag = f"zz{os.getpid() % 10000}"
+    foreign, busy, dead = (f"{NS_PREFIX}{tag}-{n}" for n in ("foreign", "busy", "dead"))
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for ns in (foreign, busy, dead):
+            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+        live = owners.process(sleeper.pid)
+        assert live is not None
+        owners.record(busy, live)
+        owners.record(dead, owners.Owner(live.pid, live.start + 1))  # its pid, another process
+
+        out = subprocess.run(run, capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        assert f"left alone: {foreign}: no owner record" in out.stdout
+        assert f"left alone: {busy}: in use by its owner, pid {sleeper.pid}" in out.stdout
+        names = _netns_names()
+        assert foreign in names and busy in names and dead not in names, out.stdout
+        assert owners.owner_of(dead) is None
+
+        sleeper.kill()
+        sleeper.wait(10)
+        out = subprocess.run([*run, tag], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert out.returncode == 0 and f"removed: {busy}" in out.stdout, out.stdout + out.stderr
+        assert busy not in _netns_names() and foreign in _netns_names()
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+        for ns in (foreign, busy, dead):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+            owners.forget(ns)
+
+
+def _netns_names() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
