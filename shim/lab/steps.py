@@ -8,22 +8,19 @@ are plain strings a scenario's `expect` compares with. Bounded in time.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import socket
 import struct
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from shim.core.errors import ConfigError, EnvironmentProblem
+from shim.core.errors import ConfigError
 from shim.lab.netns import Topology
 from shim.lab.packets import ext_header, fragment_header, icmp6_packet, ipv6_packet
-from shim.lab.runner import time_scale
 
-__all__ = ["POLLED", "STEPS", "neighbour_table_fulls", "router_advert"]
+__all__ = ["POLLED", "STEPS", "router_advert"]
 
 
 # --- steps: fn(topology, args, within) -> (label, observation) ---------------------
@@ -119,59 +116,11 @@ def _ra(topo: Topology, a: dict[str, Any], within: float) -> tuple[str, str]:
         raise ConfigError(f"do=ra: disguise must be none, dstopt or fragments, not {disguise!r}")
     tx = topo.socket(node, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
     try:
-        scope = topo.ifindex(node, dev)
         for pkt in router_advert(src, str(a["prefix"]), disguise):
-            _send_raw(tx, pkt, ("ff02::1", 0, 0, scope), f"do=ra from {node}:{dev}")
+            tx.sendto(pkt, ("ff02::1", 0, 0, topo.ifindex(node, dev)))
     finally:
         tx.close()
     return f"RA for {a['prefix']} from {node} ({src}), disguise {disguise}", "sent"
-
-
-NDISC_STATS = "/proc/net/stat/ndisc_cache"
-
-
-def neighbour_table_fulls() -> int:
-    """How often the kernel's IPv6 neighbour table has been full since boot (all CPUs).
-
-    The table is one for the whole machine, every namespace's entries in it, bounded by
-    init_net's gc_thresh3: another run that creates many entries (a neighbour-exhaustion
-    flood, many on-link destinations) leaves a new namespace unable to create one.
-    """
-    try:
-        lines = Path(NDISC_STATS).read_text(encoding="ascii").split("\n")
-    except OSError:
-        return 0
-    col = lines[0].split().index("table_fulls") if lines and "table_fulls" in lines[0] else None
-    if col is None:
-        return 0
-    return sum(int(line.split()[col], 16) for line in lines[1:] if line.strip())
-
-
-def _send_raw(tx: socket.socket, pkt: bytes, addr: tuple[str, int, int, int], what: str) -> None:
-    """sendto that says why it failed instead of a bare OSError.
-
-    A raw IPv6 send fails with EINVAL when the kernel cannot create the neighbour entry for
-    its next hop (ip6_finish_output2), which is what a full machine-wide neighbour table
-    does (ENOBUFS from a full socket buffer is the other transient one). When the kernel's
-    own counter shows the table filled meanwhile, the send is retried for a bounded while,
-    as the kernel's forced garbage collection frees entries; otherwise, or if it stays
-    full, the step fails with one line naming the cause.
-    """
-    fulls = neighbour_table_fulls()
-    deadline = time.monotonic() + 2.0 * time_scale()
-    while True:
-        try:
-            tx.sendto(pkt, addr)
-            return
-        except OSError as exc:
-            filled = neighbour_table_fulls() - fulls
-            transient = exc.errno in (errno.EINVAL, errno.ENOBUFS) and filled > 0
-            if not transient or time.monotonic() >= deadline:
-                why = (f"; the kernel's neighbour table (shared by every namespace on this "
-                       f"machine) was full {filled} times meanwhile ({NDISC_STATS} table_fulls)"
-                       if filled else "")
-                raise EnvironmentProblem(f"{what}: sendto to {addr[0]} failed: {exc}{why}") from exc
-            time.sleep(0.1)
 
 
 Fn = Callable[[Topology, dict[str, Any], float], tuple[str, str]]
