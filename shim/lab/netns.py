@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import ipaddress
 import json
 import os
@@ -107,9 +108,22 @@ def in_netns(netns: str) -> Iterator[None]:
     Sockets created inside stay in that namespace after the block ends.
     """
     here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     try:
-        _libc_setns(there)
+        there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    except FileNotFoundError as exc:
+        os.close(here)
+        raise EnvironmentProblem(f"network namespace {netns} does not exist (removed by "
+                                 "another process?)") from exc
+    try:
+        try:
+            _libc_setns(there)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # `ip netns del` unmounts the name, then unlinks it: in between the file opens
+            # but is no namespace (EINVAL). That is the namespace going away under us.
+            raise EnvironmentProblem(f"network namespace {netns} is being removed by another "
+                                     "process (setns: Invalid argument)") from exc
         try:
             yield
         finally:

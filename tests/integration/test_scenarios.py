@@ -35,12 +35,17 @@ def _observe(name: str, run: str) -> dict[str, list[str]]:
     return found
 
 
-def _no_leftovers() -> None:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not [line for line in out.splitlines() if line.startswith(f"{NS_PREFIX}s")]
-    from shim.lab.owners import OWNER_DIR  # and no owner record of this process's runs
+def _no_leftovers(pid: int | None = None) -> None:
+    """No namespace nor owner record of the runs of process `pid` (default: this one) is left.
 
-    ours = f"{NS_PREFIX}s{os.getpid() % 10000}-"
+    Only that process's: other runs on the machine (another user's suite) may have
+    scenario namespaces up at the same moment, which are none of this test's business.
+    """
+    from shim.lab.owners import OWNER_DIR
+
+    ours = f"{NS_PREFIX}s{(os.getpid() if pid is None else pid) % 10000}-"
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [line for line in out.splitlines() if line.startswith(ours)]
     assert not list(OWNER_DIR.glob(f"{ours}*"))
 
 
@@ -98,16 +103,21 @@ class TestRaGuard:
 def test_cli_run_exit_code_and_capture(tmp_path: Path) -> None:
     """`testbed run NAME --capture` exits 0 and leaves a capture `replay` can read."""
     cap = tmp_path / "dl.pcap"
-    proc = subprocess.run([sys.executable, "-m", "shim", "testbed", "run", "deadlock", "--run", "with",
-                           "--capture", str(cap)], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "as expected" in proc.stdout
+    with subprocess.Popen([sys.executable, "-m", "shim", "testbed", "run", "deadlock", "--run",
+                           "with", "--capture", str(cap)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=REPO) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # SIGKILL: its namespaces stay, which _no_leftovers then reports
+            raise
+    assert proc.returncode == 0, stdout + stderr
+    assert "as expected" in stdout
     pcap = tmp_path / "dl-with.pcap"
     replay = subprocess.run([sys.executable, "-m", "shim", "replay", str(pcap)],
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert replay.returncode == 0 and "nd-neighbor-solicit" in replay.stdout, replay.stderr
-    _no_leftovers()
+    _no_leftovers(proc.pid)
 
 
 def test_up_status_down() -> None:

@@ -53,3 +53,26 @@ def test_a_link_that_never_gets_ready_is_an_error_and_nothing_is_left() -> None:
                                                  r"p:eth0 has no IPv6 \(disabled, or an MTU below 1280\)"):
         Topology(spec, prefix=prefix).up()
     assert prefix not in _namespaces()
+
+
+def test_a_namespace_removed_under_a_run_is_named_not_a_bare_oserror() -> None:
+    """Entering a namespace another process is removing (unmounted, not yet unlinked: the
+    window `ip netns del` leaves, in which setns answers EINVAL) or has removed is one line
+    naming it: what a scenario step met when a `testbed down` took every i6tb- namespace."""
+    from shim.lab.netns import in_netns
+
+    name = f"i6gone{os.getpid() % 10000}"
+    path = f"/run/netns/{name}"
+    os.makedirs("/run/netns", exist_ok=True)
+    with open(path, "x", encoding="ascii"):  # what `ip netns del` leaves between its two steps
+        pass
+    try:
+        with pytest.raises(EnvironmentProblem, match=rf"^network namespace {name} is being "
+                                                     r"removed by another process"):
+            with in_netns(name):
+                pass
+    finally:
+        os.unlink(path)
+    with pytest.raises(EnvironmentProblem, match=rf"^network namespace {name} does not exist"):
+        with in_netns(name):
+            pass
