@@ -127,6 +127,9 @@ def test_up_status_down() -> None:
         up = subprocess.run([*run, "up", "two-hosts"], capture_output=True, text=True, timeout=60,
                             cwd=REPO)
         assert up.returncode == 0, up.stderr
+        from shim.lab import owners  # `up` exits: the namespaces belong to who ran it, us
+
+        assert owners.owner_of(f"{NS_PREFIX}two-hosts-a") == owners.process(os.getpid())
         status = subprocess.run([*run, "status"], capture_output=True, text=True, timeout=60,
                                 cwd=REPO).stdout
         assert f"{NS_PREFIX}two-hosts-a" in status and "2001:db8:1::a/64" in status
