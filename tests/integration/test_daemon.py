@@ -160,7 +160,7 @@ class TestWorkers:
         killed worker comes back."""
         shim = shim_on(three_node.ns("g"), config_dir("[queue]\nworkers = 2\n" + ACCEPT_ECHO), extra=())
         if backend == "nft":
-            rules = three_node.run("g", "nft", "list", "table", "inet", "icmp6_shim").stdout
+            rules = three_node.run("g", "nft", "list", "table", "inet", "icmp6_shim_q0").stdout
             assert "queue num 0-1" in rules and "queue num 0 " not in rules, rules
         else:
             rules = three_node.run("g", "ip6tables-save", "-t", "mangle").stdout
