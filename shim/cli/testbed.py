@@ -2,19 +2,23 @@
 """CLI commands of the lab: `testbed {up,down,status,run,attack}` and `demo`.
 
 `testbed up NAME` builds topology NAME in namespaces named i6tb-NAME-NODE and
-leaves them; `down` and `status` find them again from `ip netns list` (only
-names starting with i6tb-, which only the testbed creates).
+leaves them; `status` finds them again from `ip netns list` (names starting with
+i6tb-), `down` removes of those only the ones whose owner record (shim.lab.owners)
+says the testbed made them and nobody else still runs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 from importlib import resources
 from pathlib import Path
 
 from shim.cli.common import AddCommand, require_root
 from shim.core.errors import EnvironmentProblem, ShimError
+from shim.lab import owners
+from shim.lab.owners import process
 
 __all__ = ["add_commands", "testbed_namespaces"]
 
@@ -47,7 +51,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if any(ns.startswith(prefix) for ns in testbed_namespaces()):
         raise ShimError(f"topology {spec.name} is already up: run `icmp6-shim testbed down "
                         f"{spec.name}` first")
-    topo = Topology(spec, prefix=prefix).up()
+    # `up` exits at once: the namespaces belong to whoever ran it (a shell, a test) while
+    # that lives, and to anyone once it has gone (see cmd_down).
+    topo = Topology(spec, prefix=prefix, owner=process(os.getppid())).up()
     print(f"up: {spec.name}: {spec.description}")
     for node in spec.nodes:
         print(f"  {node.name}: ip netns exec {topo.ns(node.name)} ...")
@@ -59,14 +65,40 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     require_root("the testbed builds network namespaces")
     prefix = f"{NS_PREFIX}{args.name}-" if args.name else NS_PREFIX
-    gone = [ns for ns in testbed_namespaces() if ns.startswith(prefix)]
+    gone, kept = [], []
+    for ns in (ns for ns in testbed_namespaces() if ns.startswith(prefix)):
+        why = _not_ours(ns)
+        if why is None:
+            gone.append(ns)
+        else:
+            kept.append(ns)
+            print(f"left alone: {ns}: {why}")
     for ns in gone:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        owners.forget(ns)
     left = [ns for ns in testbed_namespaces() if ns in gone]
-    print("removed: " + ", ".join(gone) if gone else "nothing of the testbed was up")
+    if gone:
+        print("removed: " + ", ".join(gone))
+    elif not kept:
+        print("nothing of the testbed was up")
     if left:
         raise EnvironmentProblem(f"could not remove: {', '.join(left)}")
     return 0
+
+
+def _not_ours(ns: str) -> str | None:
+    """Why `testbed down`, run from here, must leave namespace `ns`; None to remove it.
+
+    Ours: the testbed recorded making it and its owner is gone, or is this command or the
+    process that ran it (the shell or test that ran `testbed up`).
+    """
+    owner = owners.owner_of(ns)
+    if owner is None:
+        return (f"no owner record in {owners.OWNER_DIR}: not made by this testbed "
+                f"(remove it with `ip netns del {ns}` if you know it is yours)")
+    if owner.alive() and owner not in (process(os.getpid()), process(os.getppid())):
+        return f"in use by its owner, pid {owner.pid}, still running"
+    return None
 
 
 def cmd_attack(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 from shim.core.errors import ConfigError, EnvironmentProblem
+from shim.lab import owners
+from shim.lab.owners import Owner
+from shim.lab.runner import time_scale
 
 __all__ = ["Topology", "TopologySpec", "in_netns", "load_topology"]
 
@@ -103,9 +108,22 @@ def in_netns(netns: str) -> Iterator[None]:
     Sockets created inside stay in that namespace after the block ends.
     """
     here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     try:
-        _libc_setns(there)
+        there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    except FileNotFoundError as exc:
+        os.close(here)
+        raise EnvironmentProblem(f"network namespace {netns} does not exist (removed by "
+                                 "another process?)") from exc
+    try:
+        try:
+            _libc_setns(there)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # `ip netns del` unmounts the name, then unlinks it: in between the file opens
+            # but is no namespace (EINVAL). That is the namespace going away under us.
+            raise EnvironmentProblem(f"network namespace {netns} is being removed by another "
+                                     "process (setns: Invalid argument)") from exc
         try:
             yield
         finally:
@@ -128,9 +146,13 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Topology:
     """A live instance of a TopologySpec, its namespaces named `<prefix><node>`."""
 
-    def __init__(self, spec: TopologySpec, prefix: str | None = None) -> None:
+    def __init__(self, spec: TopologySpec, prefix: str | None = None, *,
+                 owner: Owner | None = None) -> None:
+        """`owner`: record it as the maker of each namespace (shim.lab.owners), which is
+        what lets `testbed down` tell this topology's namespaces from anyone else's."""
         self.spec = spec
         self.prefix = prefix or f"i6s{os.getpid() % 100000}-"
+        self.owner = owner
         self.created: list[str] = []
 
     def ns(self, node: str) -> str:
@@ -151,6 +173,8 @@ class Topology:
         for node in self.spec.nodes:
             _ip("netns", "add", self.ns(node.name))
             self.created.append(self.ns(node.name))
+            if self.owner is not None:
+                owners.record(self.ns(node.name), self.owner)
             self.sysctl(node.name, "net.ipv6.conf.all.forwarding", "1" if node.forwarding else "0")
             self.sysctl(node.name, "net.ipv6.conf.default.accept_dad", "0")
             self.sysctl(node.name, "net.ipv6.conf.default.accept_ra", "0")
@@ -185,23 +209,49 @@ class Topology:
             _ip("-n", netns, "link", "set", ifname, "up")
 
     def _wait_link_local(self, timeout: float = 5.0) -> None:
-        """Link-local addresses come up asynchronously; wait (bounded) for them."""
-        deadline = time.monotonic() + timeout
-        linked = {node for link in self.spec.links for node, _ in link.ends}
-        for node in self.spec.nodes:
-            if node.name not in linked:
-                continue
-            while time.monotonic() < deadline:
-                out = _ip("-n", self.ns(node.name), "-6", "addr", "show", "scope", "link", "tentative").stdout
-                links = _ip("-n", self.ns(node.name), "-6", "addr", "show", "scope", "link").stdout
-                if "fe80" in links and "tentative" not in out:
-                    break
-                time.sleep(0.05)
+        """Wait (bounded, scaled) until every linked interface can carry packets; else raise.
+
+        A veth's carrier, and with it its qdisc and link-local address, comes up
+        asynchronously (linkwatch may delay it up to a second, more under load); until then
+        the kernel drops what is sent on it, so a test's first packet, or the Neighbor
+        Solicitation it waits on, would be lost. Ready means operstate UP, a link-local
+        address, and no address still tentative, on each end of each link: not merely some
+        link-local address somewhere on the node.
+        """
+        deadline = time.monotonic() + timeout * time_scale()
+        pending = [(node, ifname) for link in self.spec.links for node, ifname in link.ends]
+        while pending:
+            pending = [end for end in pending if self._not_ready(*end) is not None]
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                why = "; ".join(f"{n}:{i} {self._not_ready(n, i)}" for n, i in pending)
+                raise EnvironmentProblem(f"topology {self.spec.name}: links not ready after "
+                                         f"{timeout * time_scale():.0f} s: {why}")
+            time.sleep(0.05)
+
+    def _not_ready(self, node: str, ifname: str) -> str | None:
+        """Why interface `ifname` of `node` cannot carry packets yet, or None."""
+        out = _ip("-n", self.ns(node), "-j", "-6", "addr", "show", "dev", ifname, check=False).stdout
+        try:
+            dev = json.loads(out)[0]
+        except (ValueError, IndexError):
+            exists = _ip("-n", self.ns(node), "link", "show", "dev", ifname, check=False).returncode == 0
+            return "has no IPv6 (disabled, or an MTU below 1280)" if exists else "is missing"
+        if dev.get("operstate") != "UP":
+            return f"is {dev.get('operstate', 'not up')}"
+        addrs = dev.get("addr_info", [])
+        if not any(a.get("scope") == "link" for a in addrs):
+            return "has no link-local address yet"
+        tentative = [a["local"] for a in addrs if a.get("tentative") or a.get("dadfailed")]
+        return f"has tentative {', '.join(tentative)}" if tentative else None
 
     def down(self) -> None:
         """Remove every namespace this topology created (their veths go with them)."""
         for name in reversed(self.created):
             _ip("netns", "del", name, check=False)
+            if self.owner is not None:
+                owners.forget(name)
         self.created.clear()
 
     def sysctl(self, node: str, key: str, value: str) -> None:

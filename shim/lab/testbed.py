@@ -30,6 +30,7 @@ from shim.core.xfrm import derive_policies
 from shim.config.loader import MAIN_FILE, load_config
 from shim.core.errors import ConfigError, EnvironmentProblem
 from shim.lab.netns import Topology, load_topology
+from shim.lab.owners import process
 from shim.core.rules import build_table
 from shim.lab.runner import ShimProcess
 from shim.lab.steps import POLLED, STEPS
@@ -227,7 +228,8 @@ def _stop_capture(proc: subprocess.Popen[bytes]) -> None:
 def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
              capture: str | None = None) -> list[tuple[Step, str, bool | None]]:
     """One run of a scenario: (step, observation, as expected or None) for each step."""
-    topo = Topology(load_topology(sc.topology), prefix=f"{NS_PREFIX}s{os.getpid() % 10000}-")
+    topo = Topology(load_topology(sc.topology), prefix=f"{NS_PREFIX}s{os.getpid() % 10000}-",
+                    owner=process(os.getpid()))
     shims: list[ShimProcess] = []
     tmp = tempfile.TemporaryDirectory(prefix="icmp6-tb-")
     cap: subprocess.Popen[bytes] | None = None

@@ -180,10 +180,17 @@ class TestStats:
 class TestWorkers:
     def test_two_workers_share_the_load_and_a_dead_one_is_restarted(
         self, three_node: Topology, shim_on: Callable[..., ShimProcess],
-        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], backend: str,
     ) -> None:
-        """workers = 2: flows spread over queues 0-1, counters add up, a killed worker comes back."""
+        """workers = 2: one rule queues to 0-1, flows spread over both, counters add up, a
+        killed worker comes back."""
         shim = shim_on(three_node.ns("g"), config_dir("[queue]\nworkers = 2\n" + ACCEPT_ECHO), extra=())
+        if backend == "nft":
+            rules = three_node.run("g", "nft", "list", "table", "inet", "icmp6_shim_q0").stdout
+            assert "queue num 0-1" in rules and "queue num 0 " not in rules, rules
+        else:
+            rules = three_node.run("g", "ip6tables-save", "-t", "mangle").stdout
+            assert "--queue-balance 0:1" in rules and "--queue-num" not in rules, rules
         w = wire()
         sources = [f"2001:db8:1::{i:x}" for i in range(0x100, 0x120)]
         for i in range(320):

@@ -23,9 +23,8 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, frag
 from scapy.layers.ipsec import AH
 
 from shim.daemon.control import query
-from shim.adapters.diversion import NftDiversion, QueueSpec
 from shim.bindings.icmp6 import parse
-from shim.lab.netns import Topology, in_netns
+from shim.lab.netns import Topology
 from shim.lab.packets import ext_header, fragment_header, icmp6_packet, ipv6_packet
 from shim.lab.runner import ShimProcess
 from tests.integration.wire import A, B, G_A, Wire
@@ -34,22 +33,6 @@ pytestmark = pytest.mark.netns
 
 DSTOPT, FRAG, ICMPV6 = 60, 44, 58
 UDP_PORT = 9977
-
-
-@pytest.fixture(params=["iptables", "nft"])
-def backend(request: pytest.FixtureRequest, three_node: Topology) -> str:
-    """The diversion backend; nft runs live only where the kernel has `queue`."""
-    if request.param == "nft":
-        with in_netns(three_node.ns("g")):
-            why = NftDiversion(QueueSpec(first=0)).probe()
-        if why is not None:
-            pytest.skip(f"this kernel refuses the nft queue expression ({why}); "
-                        "the stock-kernel lane runs this case")
-    return str(request.param)
-
-
-def _config(backend: str, rules: str = "") -> str:
-    return f'[diversion]\nbackend = "{backend}"\n' + rules
 
 
 def _big_dstopt() -> bytes:
@@ -156,8 +139,8 @@ class TestEvasionsAreJudged:
         """The evasion: neither fragment names ICMPv6 to the kernel's walk.
         Both are judged now: the first lacks the chain (RFC 7112) and is dropped, the
         second follows it; g neither delivers the Echo Request nor replies."""
-        cfg = config_dir(_config(backend, '[[rule]]\nname = "no-pings"\ntype = "echo-request"\n'
-                                          'verdict = "drop"\n'))
+        cfg = config_dir('[[rule]]\nname = "no-pings"\ntype = "echo-request"\n'
+                         'verdict = "drop"\n')
         shim = shim_on(three_node.ns("g"), cfg)
         w = wire("a", ("g",))
         w.flush()
@@ -178,7 +161,7 @@ class TestEvasionsAreJudged:
     ) -> None:
         """Node Information, Router Renumbering, experimental and reserved types behind
         the split chain: no fragment of them reaches b's wire, nothing its stack."""
-        shim = shim_on(three_node.ns("g"), config_dir(_config(backend)))
+        shim = shim_on(three_node.ns("g"), config_dir(""))
         w = wire("a", ("b",))
         w.flush()
         types = (139, 138, 200, 255)
@@ -200,9 +183,9 @@ class TestEvasionsAreJudged:
     ) -> None:
         """An Echo Request behind AH meets the rule dropping Echo Requests to b; TCP
         behind AH is not ICMPv6 and passes, counted as such."""
-        cfg = config_dir(_config(backend, '[[rule]]\nname = "no-echo-to-b"\n'
-                                          f'type = "echo-request"\ndst = "{B}/128"\n'
-                                          'verdict = "drop"\n'))
+        cfg = config_dir('[[rule]]\nname = "no-echo-to-b"\n'
+                         f'type = "echo-request"\ndst = "{B}/128"\n'
+                         'verdict = "drop"\n')
         shim = shim_on(three_node.ns("g"), cfg)
         w = wire("a", ())
         # 24 octets of AH: payloadlen counts 4-octet words minus 2 (RFC 4302 §2.2).
@@ -224,8 +207,8 @@ class TestEvasionsAreJudged:
     ) -> None:
         """Fragmented UDP is queued (every fragment is) but no rule meets it: a user
         rule naming only the source must not drop it. Its fragments count as non-ICMPv6."""
-        cfg = config_dir(_config(backend, '[[rule]]\nname = "from-a"\n'
-                                          f'src = "{A}/128"\nverdict = "drop"\n'))
+        cfg = config_dir('[[rule]]\nname = "from-a"\n'
+                         f'src = "{A}/128"\nverdict = "drop"\n')
         shim = shim_on(three_node.ns("g"), cfg)
         rx = three_node.socket("b", socket.AF_INET6, socket.SOCK_DGRAM)
         try:
@@ -254,9 +237,9 @@ class TestEvasionsAreJudged:
         """A rule drops the first fragment of an Echo Request to b: the other fragments
         are dropped too instead of crossing g alone. An accepted fragmented Echo
         Request (to g) is delivered whole: following never drops what was accepted."""
-        cfg = config_dir(_config(backend, '[[rule]]\nname = "no-echo-to-b"\n'
-                                          f'type = "echo-request"\ndst = "{B}/128"\n'
-                                          'verdict = "drop"\n'))
+        cfg = config_dir('[[rule]]\nname = "no-echo-to-b"\n'
+                         f'type = "echo-request"\ndst = "{B}/128"\n'
+                         'verdict = "drop"\n')
         shim = shim_on(three_node.ns("g"), cfg)
         w = wire("a", ("g",))
         w.flush()
@@ -281,9 +264,9 @@ class TestEvasionsAreJudged:
         """Behind an experimental extension header (253, RFC 4727) or a Mobility header,
         the kernel's walk sees upper layer 253 / 135; the shim's parser walks on to the
         Echo Request, which the rule drops."""
-        cfg = config_dir(_config(backend, '[[rule]]\nname = "no-echo-to-b"\n'
-                                          f'type = "echo-request"\ndst = "{B}/128"\n'
-                                          'verdict = "drop"\n'))
+        cfg = config_dir('[[rule]]\nname = "no-echo-to-b"\n'
+                         f'type = "echo-request"\ndst = "{B}/128"\n'
+                         'verdict = "drop"\n')
         shim = shim_on(three_node.ns("g"), cfg)
         w = wire("a", ())
         for proto in (253, 135):
@@ -305,7 +288,7 @@ class TestEvasionsAreJudged:
         the kernel's walk fails. nft queues it (last line) and the shim drops it as
         malformed; the xtables -m frag match drops it first on the iptables backend
         (README: not queued even so). Either way it does not cross g."""
-        shim = shim_on(three_node.ns("g"), config_dir(_config(backend)))
+        shim = shim_on(three_node.ns("g"), config_dir(""))
         w = wire("a", ())
         bad = ipv6_packet(A, B, DSTOPT, bytes([DSTOPT, 2]) + b"\x01\x04\0\0\0\0walk-fails")
         assert "ext_header_overrun" in parse(bad).malformed

@@ -29,8 +29,9 @@ def _echo(tag: bytes, dst: str = B) -> bytes:
 
 
 def _ours(topo: Topology) -> str:
-    """What of ours is installed on g (nft table or ip6tables chain/jumps)."""
-    nft = topo.run("g", "nft", "list", "ruleset").stdout
+    """What of ours is installed on g (nft table or ip6tables chain/jumps); without counter
+    values (`nft -s`), which ND and MLD traffic moves at any time."""
+    nft = topo.run("g", "nft", "-s", "list", "ruleset").stdout
     ipt = topo.run("g", "ip6tables-save").stdout
     lines = [line for line in (nft + ipt).splitlines()
              if "icmp6_shim" in line or "ICMP6_SHIM" in line or "NFQUEUE" in line or "queue num" in line]
@@ -42,7 +43,7 @@ def _ours(topo: Topology) -> str:
 class TestVerdictsTakeEffect:
     def test_accepted_echo_reaches_b_and_is_judged_once(
         self, three_node: Topology, shim_on: Callable[..., ShimProcess],
-        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], backend: str,
     ) -> None:
         """On the defaults an Echo Request through g is accepted (protect mark) and arrives."""
         shim = shim_on(three_node.ns("g"), config_dir(""))
@@ -56,7 +57,7 @@ class TestVerdictsTakeEffect:
 
     def test_dropped_echo_never_reaches_b(
         self, three_node: Topology, shim_on: Callable[..., ShimProcess],
-        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], backend: str,
     ) -> None:
         """A user rule dropping Echo Requests to b stops them at g; others still pass."""
         cfg = config_dir('[[rule]]\nname = "no-echo-to-b"\ntype = "echo-request"\n'
@@ -73,7 +74,7 @@ class TestVerdictsTakeEffect:
 
     def test_mark_is_seen_by_a_later_nft_rule(
         self, three_node: Topology, shim_on: Callable[..., ShimProcess],
-        config_dir: Callable[..., Path], wire: Callable[..., Wire],
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], backend: str,
     ) -> None:
         """A user mark verdict is visible to a later nftables rule matching the mark."""
         obs = ("table inet observe {\n chain forward_obs {\n  type filter hook forward priority 0; policy accept;\n"
@@ -97,7 +98,8 @@ class TestVerdictsTakeEffect:
             three_node.run("g", "nft", "delete", "table", "inet", "observe")
 
     def test_neighbor_discovery_keeps_working(
-        self, three_node: Topology, shim_on: Callable[..., ShimProcess], config_dir: Callable[..., Path],
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], backend: str,
     ) -> None:
         """With the shim judging g's input, a resolves g and pings it; ND gets the bypass mark."""
         shim = shim_on(three_node.ns("g"), config_dir(""))
@@ -112,7 +114,8 @@ class TestVerdictsTakeEffect:
 
 class TestLifecycle:
     def test_stop_removes_diversion_and_starting_twice_does_not_duplicate(
-        self, three_node: Topology, shim_on: Callable[..., ShimProcess], config_dir: Callable[..., Path],
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], backend: str,
     ) -> None:
         """A second shim on a bound queue fails with one line; the rules exist once; stop removes them."""
         cfg = config_dir("")
@@ -131,7 +134,7 @@ class TestLifecycle:
     @pytest.mark.parametrize("fail_open", [True, False])
     def test_sigkill_then_cleanup(
         self, three_node: Topology, shim_on: Callable[..., ShimProcess],
-        config_dir: Callable[..., Path], wire: Callable[..., Wire], fail_open: bool,
+        config_dir: Callable[..., Path], wire: Callable[..., Wire], fail_open: bool, backend: str,
     ) -> None:
         """After SIGKILL, fail-open lets traffic flow and fail-closed stops it; cleanup removes all."""
         shim = shim_on(three_node.ns("g"), config_dir(f"[queue]\nfail_open = {str(fail_open).lower()}\n"))
@@ -148,6 +151,26 @@ class TestLifecycle:
         assert _ours(three_node) == ""
         w.send(_echo(b"after-cleanup"))
         assert w.arrived("b", b"after-cleanup") == 1
+
+
+class TestAuto:
+    @pytest.mark.backend
+    def test_auto_picks_nft_where_the_kernel_queues_with_nft_else_iptables(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], kernel_backends: dict[str, str | None],
+    ) -> None:
+        """`auto` takes nft when this kernel accepts an nft queue rule (asked of the kernel
+        by the fixture, not by the shim's probe), else the xtables NFQUEUE target."""
+        expected = "nft" if kernel_backends["nft"] is None else "iptables"
+        if kernel_backends[expected] is not None:
+            pytest.skip(f"this kernel takes neither backend: {kernel_backends}")
+        shim = shim_on(three_node.ns("g"), config_dir('[diversion]\nbackend = "auto"\n'))
+        ev = shim.next_event("backend_chosen")
+        assert ev is not None and ev["backend"] == expected, (ev, kernel_backends)
+        tables = three_node.run("g", "nft", "list", "tables").stdout
+        ipt = three_node.run("g", "ip6tables-save", "-t", "mangle").stdout
+        assert ("inet icmp6_shim" in tables) == (expected == "nft"), tables
+        assert ("-j NFQUEUE" in ipt) == (expected == "iptables"), ipt
 
 
 class TestClearErrors:
@@ -185,7 +208,8 @@ class TestClearErrors:
 
 class TestLargePackets:
     def test_large_packet_is_judged_whole(
-        self, three_node: Topology, shim_on: Callable[..., ShimProcess], config_dir: Callable[..., Path],
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], backend: str,
     ) -> None:
         """A 5000-octet echo sent by g itself (one skb at OUTPUT) is copied whole and judged."""
         shim = shim_on(three_node.ns("g"), config_dir(""))

@@ -8,6 +8,7 @@ datagram received), not only the engine's verdict on it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +35,18 @@ def _observe(name: str, run: str) -> dict[str, list[str]]:
     return found
 
 
-def _no_leftovers() -> None:
+def _no_leftovers(pid: int | None = None) -> None:
+    """No namespace nor owner record of the runs of process `pid` (default: this one) is left.
+
+    Only that process's: other runs on the machine (another user's suite) may have
+    scenario namespaces up at the same moment, which are none of this test's business.
+    """
+    from shim.lab.owners import OWNER_DIR
+
+    ours = f"{NS_PREFIX}s{(os.getpid() if pid is None else pid) % 10000}-"
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not [line for line in out.splitlines() if line.startswith(f"{NS_PREFIX}s")]
+    assert not [line for line in out.splitlines() if line.startswith(ours)]
+    assert not list(OWNER_DIR.glob(f"{ours}*"))
 
 
 class TestDeadlock:
@@ -93,16 +103,21 @@ class TestRaGuard:
 def test_cli_run_exit_code_and_capture(tmp_path: Path) -> None:
     """`testbed run NAME --capture` exits 0 and leaves a capture `replay` can read."""
     cap = tmp_path / "dl.pcap"
-    proc = subprocess.run([sys.executable, "-m", "shim", "testbed", "run", "deadlock", "--run", "with",
-                           "--capture", str(cap)], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "as expected" in proc.stdout
+    with subprocess.Popen([sys.executable, "-m", "shim", "testbed", "run", "deadlock", "--run",
+                           "with", "--capture", str(cap)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=REPO) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # SIGKILL: its namespaces stay, which _no_leftovers then reports
+            raise
+    assert proc.returncode == 0, stdout + stderr
+    assert "as expected" in stdout
     pcap = tmp_path / "dl-with.pcap"
     replay = subprocess.run([sys.executable, "-m", "shim", "replay", str(pcap)],
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert replay.returncode == 0 and "nd-neighbor-solicit" in replay.stdout, replay.stderr
-    _no_leftovers()
+    _no_leftovers(proc.pid)
 
 
 def test_up_status_down() -> None:
@@ -112,6 +127,9 @@ def test_up_status_down() -> None:
         up = subprocess.run([*run, "up", "two-hosts"], capture_output=True, text=True, timeout=60,
                             cwd=REPO)
         assert up.returncode == 0, up.stderr
+        from shim.lab import owners  # `up` exits: the namespaces belong to who ran it, us
+
+        assert owners.owner_of(f"{NS_PREFIX}two-hosts-a") == owners.process(os.getpid())
         status = subprocess.run([*run, "status"], capture_output=True, text=True, timeout=60,
                                 cwd=REPO).stdout
         assert f"{NS_PREFIX}two-hosts-a" in status and "2001:db8:1::a/64" in status
@@ -124,3 +142,47 @@ def test_up_status_down() -> None:
     assert down.returncode == 0
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{NS_PREFIX}two-hosts-" not in names
+
+
+def test_down_removes_only_what_the_testbed_made_and_nobody_runs() -> None:
+    """`testbed down` (named or not) leaves a namespace without an owner record and one whose
+    owner still runs and is not the caller; it removes one whose owner has gone, and the
+    live owner's once that owner ends."""
+    from shim.lab import owners
+
+    run = [sys.executable, "-m", "shim", "testbed", "down"]
+    tag = f"zz{os.getpid() % 10000}"
+    foreign, busy, dead = (f"{NS_PREFIX}{tag}-{n}" for n in ("foreign", "busy", "dead"))
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for ns in (foreign, busy, dead):
+            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+        live = owners.process(sleeper.pid)
+        assert live is not None
+        owners.record(busy, live)
+        owners.record(dead, owners.Owner(live.pid, live.start + 1))  # its pid, another process
+
+        out = subprocess.run(run, capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        assert f"left alone: {foreign}: no owner record" in out.stdout
+        assert f"left alone: {busy}: in use by its owner, pid {sleeper.pid}" in out.stdout
+        names = _netns_names()
+        assert foreign in names and busy in names and dead not in names, out.stdout
+        assert owners.owner_of(dead) is None
+
+        sleeper.kill()
+        sleeper.wait(10)
+        out = subprocess.run([*run, tag], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert out.returncode == 0 and f"removed: {busy}" in out.stdout, out.stdout + out.stderr
+        assert busy not in _netns_names() and foreign in _netns_names()
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+        for ns in (foreign, busy, dead):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+            owners.forget(ns)
+
+
+def _netns_names() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
