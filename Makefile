@@ -34,7 +34,7 @@ system-deps:
 
 # Every Debian package any target installs (vm/run.sh's warm development image uses it).
 print-packages:
-	@echo $(SYSTEM_PACKAGES) $(ADVERSARIAL_PACKAGES)
+	@echo $(SYSTEM_PACKAGES) $(ADVERSARIAL_PACKAGES) $(DEB_BUILD_PACKAGES)
 
 $(VENV)/.installed: pyproject.toml setup.py native/build_icmp6.py $(wildcard native/*.c native/*.h)
 	$(MAKE) system-deps
@@ -72,20 +72,41 @@ bench: venv
 clean:
 	rm -rf build dist *.egg-info shim/_icmp6*.so shim/_icmp6.c shim/_icmp6.o $(VENV) .pytest_cache .hypothesis
 
-# --- installation on a gateway ----------------------------------------------
+# --- installation on a gateway ---------------------------------------------------
+# The package and its dependencies go into $(LIBDIR)/lib, built for and run by the system
+# interpreter (not the first python3 in PATH: a pyenv under /root cannot start under the
+# unit's ProtectHome=yes). $(LIBDIR)/bin/icmp6-shim is a launcher that finds ../lib from its
+# own real path, so nothing installed names DESTDIR: a staged tree is relocatable (the .deb
+# below is one). The build venv is a tool in build/, never installed.
+SYSTEM_PYTHON ?= /usr/bin/python3
 LIBDIR := $(PREFIX)/lib/icmp6-shim
 UNITDIR ?= /etc/systemd/system
 CONFDIR ?= /etc/icmp6-shim
 DOCDIR := $(PREFIX)/share/doc/icmp6-shim
+INSTALL_BUILD := build/install
 
-.PHONY: install uninstall
+.PHONY: install uninstall deb
 
 install: system-deps
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PREFIX)/bin
-	test -x $(DESTDIR)$(LIBDIR)/venv/bin/python || $(PYTHON) -m venv $(DESTDIR)$(LIBDIR)/venv
-	$(DESTDIR)$(LIBDIR)/venv/bin/pip install -q --upgrade pip 'setuptools>=77' cffi
-	$(DESTDIR)$(LIBDIR)/venv/bin/pip install -q .
-	ln -sf $(LIBDIR)/venv/bin/icmp6-shim $(DESTDIR)$(PREFIX)/bin/icmp6-shim
+	@test -x $(SYSTEM_PYTHON) || { echo "error: no interpreter $(SYSTEM_PYTHON) (set SYSTEM_PYTHON=)"; exit 1; }
+	install -d $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PREFIX)/bin
+	rm -rf $(INSTALL_BUILD) $(DESTDIR)$(LIBDIR)/lib.new
+	$(SYSTEM_PYTHON) -m venv $(INSTALL_BUILD)/venv
+	$(INSTALL_BUILD)/venv/bin/pip install -q --upgrade pip 'setuptools>=77' cffi
+	$(INSTALL_BUILD)/venv/bin/pip install -q --no-compile --target $(DESTDIR)$(LIBDIR)/lib.new .
+	# pip's console scripts there name the build venv's python: the launcher replaces them.
+	rm -rf $(DESTDIR)$(LIBDIR)/lib.new/bin
+	# Swap in the new tree in two renames (a running daemon imports some modules late).
+	rm -rf $(DESTDIR)$(LIBDIR)/lib.old $(DESTDIR)$(LIBDIR)/venv
+	if [ -d $(DESTDIR)$(LIBDIR)/lib ]; then mv $(DESTDIR)$(LIBDIR)/lib $(DESTDIR)$(LIBDIR)/lib.old; fi
+	mv $(DESTDIR)$(LIBDIR)/lib.new $(DESTDIR)$(LIBDIR)/lib
+	rm -rf $(DESTDIR)$(LIBDIR)/lib.old
+	# Byte-code named by the final path (-d), so tracebacks never name the staging tree;
+	# the unit's read-only file system means the daemon could never write it itself.
+	$(SYSTEM_PYTHON) -m compileall -q -d $(LIBDIR)/lib $(DESTDIR)$(LIBDIR)/lib
+	sed -e 's#@PYTHON@#$(SYSTEM_PYTHON)#' packaging/launcher.in > $(DESTDIR)$(LIBDIR)/bin/icmp6-shim
+	chmod 755 $(DESTDIR)$(LIBDIR)/bin/icmp6-shim
+	ln -sfn $(LIBDIR)/bin/icmp6-shim $(DESTDIR)$(PREFIX)/bin/icmp6-shim
 	sed -e 's#/usr/local#$(PREFIX)#g' -e 's#/etc/icmp6-shim#$(CONFDIR)#g' systemd/icmp6-shim.service \
 		> $(DESTDIR)$(UNITDIR)/icmp6-shim.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/icmp6-shim.service
@@ -106,3 +127,19 @@ uninstall:
 	if cmp -s config/icmp6-shim.toml $(DESTDIR)$(CONFDIR)/icmp6-shim.toml; then \
 		rm -f $(DESTDIR)$(CONFDIR)/icmp6-shim.toml; rmdir $(DESTDIR)$(CONFDIR)/rules.d $(DESTDIR)$(CONFDIR) 2>/dev/null || true; \
 	else echo "kept $(DESTDIR)$(CONFDIR) (changed or holds rules)"; fi
+
+# --- a Debian package of this tree -------------------------------------------------------
+# `make deb` -> dist/icmp6-shim_<version>_<arch>.deb: `make install` staged with Debian's
+# paths, plus packaging/deb/ (control, conffiles, the maintainer scripts dh_installsystemd
+# would write). Install with `apt install ./dist/icmp6-shim_*.deb`; docs/testbed.md shows the
+# lane installing, running and purging it under systemd.
+DEB_BUILD_PACKAGES := dpkg-dev
+DEB_OUT ?= dist
+DEB_STAGE := build/deb
+
+deb:
+	$(MAKE) system-deps EXTRA_PACKAGES="$(DEB_BUILD_PACKAGES)"
+	rm -rf $(DEB_STAGE)
+	$(MAKE) install DESTDIR=$(CURDIR)/$(DEB_STAGE)/debian/icmp6-shim PREFIX=/usr UNITDIR=/lib/systemd/system \
+		CONFDIR=/etc/icmp6-shim SYSTEM_PYTHON=/usr/bin/python3
+	bash packaging/deb/build.sh $(DEB_STAGE) $(DEB_OUT)

@@ -3,8 +3,9 @@
 # Debian's stock kernel (nft queue expression, ESP) and systemd as PID 1. See docs/testbed.md.
 #
 # Phases: host tools -> guest image (cached, vm/build-image.sh) -> accelerator probe (KVM if
-# a guest really boots with it, else TCG) -> boot and test -> results. Exit status is the
-# guest's `make test` status (2 when the lane itself broke). Knobs (environment):
+# a guest really boots with it, else TCG) -> boot and test (then the .deb under systemd,
+# vm/guest/systemd-checks.sh) -> results. Exit status is the guest's `make test` status, or
+# the systemd checks' when that is 0 (2 when the lane itself broke). Knobs (environment):
 #   ICMP6_SHIM_VM_CACHE        cache directory           (/var/cache/icmp6-shim-vm)
 #   ICMP6_SHIM_VM_ACCEL        auto | kvm | tcg          (auto)
 #   ICMP6_SHIM_VM_CPUS/_MEM    guest vCPUs / MiB         (2 / 4096)
@@ -160,6 +161,10 @@ grep -h '"backend_chosen"' "$run/results/auto.log" 2>/dev/null | sed 's/^/test-v
 if [ -f "$run/results/adversarial.log" ]; then
 	say "adversarial suite in the guest:"
 	sed -n '/^attack  /,$p' "$run/results/adversarial.log" | sed 's/^/  /'
+fi
+if [ -f "$run/results/systemd-checks.log" ]; then
+	say "systemd checks in the guest (the .deb under systemd as PID 1):"
+	grep '^systemd-check ' "$run/results/systemd-checks.log" | sed 's/^/  /'
 fi
 say "logs: $run/results"
 say "total $(( $(date +%s) - t0 ))s, accel $accel, exit $rc"

@@ -2,8 +2,10 @@
 # Inside the lane's guest (a fresh Debian 12, stock kernel, systemd as PID 1), as root:
 # build the commit's tree from nothing with its own Makefile and run `CI=true make test`.
 # Started by icmp6-vm-lane.service (vm/image/); its output is the serial console.
+# Then the shipped unit under this systemd (vm/guest/systemd-checks.sh: `make deb`, apt
+# install, start, reload, watchdog, stop, purge).
 # Results go back on /dev/vdc as a tar: rc, summary, phases.txt, test.log, auto.log,
-# backends.txt (each backend case's outcome).
+# backends.txt (each backend case's outcome), systemd-checks.log.
 set -uo pipefail
 lane=/root/lane
 out=/root/out
@@ -108,4 +110,12 @@ if [ "${ICMP6_SHIM_VM_ADVERSARIAL:-0}" = 1 ]; then
 		|| echo "exit $arc")" > "$out/summary"
 	[ "$rc" = 0 ] && rc=$arc
 fi
+# The Debian package under systemd as PID 1 (the unit's hardening, watchdog, reload, purge).
+# Its failure fails the lane too; its own summary line joins the lane's.
+say "systemd checks"
+bash vm/guest/systemd-checks.sh 2>&1 | tee "$out/systemd-checks.log"; src=${PIPESTATUS[0]}
+phase systemd-checks
+sline=$(sed -n 's/^systemd-check summary [a-zA-Z]* //p' "$out/systemd-checks.log" | tail -1)
+echo "$(cat "$out/summary"); systemd checks: ${sline:-exit $src}" > "$out/summary"
+[ "$rc" = 0 ] && rc=$src
 finish "$rc"
