@@ -266,7 +266,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(render(policies, notes, source=str(cfg or "built-in defaults"),
                  mark_text=f"{mark.value:#x}/{mark.mask:#x}"), end="")
     if args.apply or args.remove:
-        require_root("the testbed builds network namespaces")
+        require_root(f"export xfrm --{'apply' if args.apply else 'remove'} changes this "
+                     "namespace's xfrm policies (CAP_NET_ADMIN)")
     if args.apply:
         added = apply(policies)
         print(f"# applied: {len(added)} added, {len(policies) - len(added)} already present")

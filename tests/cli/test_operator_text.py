@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,16 @@ class TestReplay:
         out = shim("replay", str(bad), "--diff", str(other))
         assert out.returncode == 2 and "not a pcap" in out.stderr
         assert shim("replay", str(bad)).returncode == 1  # without --diff: unchanged
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+class TestExportNeedsRoot:
+    @pytest.mark.parametrize("flag", ["--apply", "--remove"])
+    def test_says_what_needs_root(self, flag: str) -> None:
+        """export xfrm --apply/--remove as user nobody: names the xfrm change, exit 3."""
+        out = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                              sys.executable, "-m", "shim", "export", "xfrm", flag],
+                             capture_output=True, text=True, timeout=60, cwd="/")
+        assert out.returncode == 3, out.stderr
+        assert f"export xfrm {flag} changes this namespace's xfrm policies" in out.stderr
+        assert "testbed" not in out.stderr
