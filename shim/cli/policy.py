@@ -191,15 +191,15 @@ def _replay(args: argparse.Namespace) -> int:
                 d2 = other.table.decisions[i2]
                 if d2.verdict == d.verdict:
                     continue
-                changed[f"type {view.icmpv6_type}"] += 1
+                changed[f"type {view.icmpv6_type}" if view.icmpv6_type is not None
+                        else "no ICMPv6 header"] += 1
                 if args.json:
                     follows2 = other.native.last_fate() == "followed"
                     print(json.dumps({**where, **_packet_json(view),
                                       "decision": _decision_json(compiled, rec, view, hook, index, follows),
                                       "other": _decision_json(other, rec, view, hook, i2, follows2)}))
                 else:
-                    print(f"{rec.index}: type {view.icmpv6_type} code {view.icmpv6_code} "
-                          f"{view.src} -> {view.dst}: {_short(d)} -> {_short(d2)}")
+                    print(f"{rec.index}: {_describe(view)}: {_short(d)} -> {_short(d2)}")
                 continue
             if args.json:
                 print(json.dumps({**where, **_packet_json(view),
@@ -230,18 +230,16 @@ def _short(d: object) -> str:
     return f"{v.action.value}{mark} [{d.rule}]"  # type: ignore[attr-defined]
 
 
-def _describe(view: object) -> str:
-    v = view
-    t = getattr(v, "icmpv6_type")
-    base = f"{getattr(v, 'src')} -> {getattr(v, 'dst')}"
-    if t is None and getattr(v, "frag_status") == "non_first":
-        return f"{base} non-first fragment id {getattr(v, 'frag_id'):#x}"
-    if t is None:
-        upper = getattr(v, "upper_layer")
-        return f"{base} no ICMPv6 header " + (f"(upper layer {upper})" if upper is not None
-                                              else "(no upper layer found)")
-    flags = ",".join(getattr(v, "malformed"))
-    return f"{base} type {t} code {getattr(v, 'icmpv6_code')}" + (f" malformed={flags}" if flags else "")
+def _describe(v: PacketView) -> str:
+    """One packet on one line, without Python reprs (a missing field is "-")."""
+    base = f"{v.src or '-'} -> {v.dst or '-'}"
+    if v.icmpv6_type is None and v.frag_status == "non_first":
+        return f"{base} non-first fragment id {v.frag_id or 0:#x}"
+    if v.icmpv6_type is None:
+        return f"{base} no ICMPv6 header " + (f"(upper layer {v.upper_layer})"
+                                              if v.upper_layer is not None else "(no upper layer found)")
+    flags = ",".join(v.malformed)
+    return f"{base} type {v.icmpv6_type} code {v.icmpv6_code}" + (f" malformed={flags}" if flags else "")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_RA, IPv6
+from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from shim.lab.packets import icmp6_packet
@@ -75,11 +76,17 @@ class TestOwnWording:
             assert repr_ not in out.stdout, repr_
 
     def test_replay_text_without_upper_layer(self, tmp_path: Path) -> None:
-        """A packet whose chain names no upper layer reads "no upper layer found", not None."""
+        """No upper layer, or no IPv6 header at all: plain words, never None, also under --diff."""
         cap = tmp_path / "x.pcap"
-        wrpcap(str(cap), [IPv6(bytes.fromhex("60000000000000ff" + "00" * 32))], linktype=229)
+        wrpcap(str(cap), [IPv6(bytes.fromhex("60000000000000ff" + "00" * 32)),
+                          Raw(bytes.fromhex("6000"))], linktype=229)
         out = shim("replay", str(cap))
         assert out.returncode == 0 and "None" not in out.stdout
+        assert "no upper layer found" in out.stdout
+        other = _config(tmp_path / "o", '[verdicts]\nno_match = "drop"\n'
+                        '[[rule]]\nname = "all"\nverdict = "accept"\n')
+        out = shim("replay", str(cap), "--diff", str(other))
+        assert out.returncode == 1 and "None" not in out.stdout + out.stderr
 
 
 @pytest.fixture
