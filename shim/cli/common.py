@@ -8,12 +8,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from shim.core.errors import ConfigError, EnvironmentProblem, ShimError
+from shim.core.errors import ConfigError, EnvironmentProblem, UsageError
 from shim.core.model import Hook
 
 __all__ = ["AddCommand", "DEFAULT_CONFIG", "HOOKS", "config_dir", "hook_named", "parse_hex", "require_root"]
 
 DEFAULT_CONFIG = Path("/etc/icmp6-shim")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 # The parser's `add(name, func, help)`: each command group registers its subcommands with it.
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -38,10 +39,14 @@ def hook_named(name: str) -> Hook:
 def parse_hex(text: str) -> bytes:
     """The bytes of --hex (whitespace, colons and a 0x prefix allowed)."""
     cleaned = "".join(text.split()).removeprefix("0x").replace(":", "")
-    try:
-        return bytes.fromhex(cleaned)
-    except ValueError as exc:
-        raise ShimError(f"--hex: not a hex string ({exc})") from exc
+    bad = next((i for i, c in enumerate(cleaned) if c not in _HEX_DIGITS), None)
+    if bad is not None:
+        raise UsageError(f"--hex: {cleaned[bad]!r} at position {bad + 1} is not a hex digit "
+                         "(0-9, a-f; spaces and colons between octets are allowed)")
+    if len(cleaned) % 2:
+        raise UsageError(f"--hex: {len(cleaned)} hex digits: an octet needs two, "
+                         "so the count must be even")
+    return bytes.fromhex(cleaned)
 
 
 def require_root(why: str) -> None:

@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.func(args)
         return rc
     except ShimError as exc:
-        print(f"icmp6-shim: error: {exc}", file=sys.stderr)
+        for problem in getattr(exc, "problems", None) or (str(exc),):
+            print(f"icmp6-shim: error: {problem}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -9,9 +9,15 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shim.cli.common import HOOKS, AddCommand, config_dir, hook_named, parse_hex, require_root
 from shim.core.errors import ConfigError, ShimError
+
+if TYPE_CHECKING:
+    from shim.adapters.pcap import Record
+    from shim.core.model import Hook, PacketView
+    from shim.daemon.compile import Compiled
 
 __all__ = ["add_commands"]
 
@@ -58,7 +64,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from shim.config.loader import load_config
     from shim.daemon.compile import compile_config, ifindex
     from shim.bindings.icmp6 import parse
-    from shim.core.explain import explain
+    from shim.core.explain import describe_verdict, explain
 
     data = parse_hex(args.hex)
     compiled = compile_config(load_config(config_dir(args.config)))
@@ -75,18 +81,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**_packet_json(view), "hook": args.hook, **result}, indent=2))
     else:
-        print(_explain_text(view, result, args.hook))
+        print(_explain_text(view, result, args.hook,
+                            describe_verdict(compiled.table.decisions[native_index].verdict)))
     return 0
 
 
-def _explain_text(view: object, result: dict[str, object], hook: str) -> str:
+def _field_text(value: object) -> str:
+    """A parser field for people: no Python reprs (None, (), True) in text output."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ", ".join(_field_text(v) for v in value) if value else "none"
+    return str(value)
+
+
+def _explain_text(view: object, result: dict[str, object], hook: str, verdict: str) -> str:
     fields = _packet_json(view)
     lines = ["packet:"]
-    lines += [f"  {k}: {v}" for k, v in fields.items()]
+    lines += [f"  {k}: {_field_text(v)}" for k, v in fields.items()]
     d = result["decision"]
     assert isinstance(d, dict)
-    mark = f" mark {d['mark']:#x} ({d['mark_name']})" if d.get("mark") is not None else ""
-    lines += [f"decision at hook {hook}: {d['verdict']}{mark}",
+    lines += [f"decision at hook {hook}: {verdict}",
               f"  rule: {d['rule']} ({d['origin']}, priority {d['priority']})",
               f"  why: {d.get('description', '')}",
               f"  citation: {d.get('citation', '')}"]
@@ -97,7 +114,41 @@ def _explain_text(view: object, result: dict[str, object], hook: str) -> str:
     return "\n".join(lines)
 
 
+class _ReplayDiffError(ShimError):
+    """replay --diff could not compare: exit 2, as diff(1) does on trouble."""
+
+    exit_code = 2
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    """Judge a capture; with --diff exit 0 (no verdict differs), 1 (some do) or 2 (error)."""
+    try:
+        return _replay(args)
+    except ShimError as exc:
+        if args.diff and exc.exit_code != 2:
+            raise _ReplayDiffError(str(exc)) from exc
+        raise
+
+
+def _decision_json(compiled: Compiled, rec: Record, view: PacketView, hook: Hook,
+                   index: int, follows: bool) -> dict[str, object]:
+    """The decision object of replay --json, `overridden` filled in as explain does."""
+    from shim.core.explain import explain
+
+    d = compiled.table.decisions[index]
+    if follows or rec.packet is None:  # decided by its first fragment's walk: nothing overridden
+        return d.as_json()
+    result = explain(view, compiled.table, hook,
+                     matches=compiled.native.all_matches(rec.packet, int(hook), 0, 0))
+    decision = result["decision"]
+    assert isinstance(decision, dict)
+    if decision["rule"] != d.rule:
+        raise ShimError(f"internal error: packet {rec.index}: C matcher chose {d.rule}, "
+                        f"the rule walk {decision['rule']}")
+    return decision
+
+
+def _replay(args: argparse.Namespace) -> int:
     from shim.config.loader import load_config
     from shim.daemon.compile import compile_config
     from shim.bindings.icmp6 import parse
@@ -120,33 +171,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with f:
         for rec in read_packets(f):
             total += 1
+            where = {"index": rec.index, "timestamp": rec.timestamp, "hook": args.hook}
             if rec.packet is None:
                 if args.json:
-                    print(json.dumps({"index": rec.index, "skipped": rec.skipped}))
+                    print(json.dumps({**where, "skipped": rec.skipped}))
                 else:
                     print(f"{rec.index}: skipped ({rec.skipped})")
                 continue
             view = parse(rec.packet, compiled.config.settings.ext_limit)
-            d = compiled.table.decisions[compiled.native.classify(rec.packet, hook, 0, 0)]
+            index = compiled.native.classify(rec.packet, hook, 0, 0)
+            d = compiled.table.decisions[index]
             # A non-first fragment of a datagram seen earlier in the file gets its first
             # fragment's decision (as on the packet path); say so, the rule is not its own.
             follows = compiled.native.last_fate() == "followed"
             if args.plot:
                 tally[verdict_key(view, d)] += 1
             if other is not None:
-                d2 = other.table.decisions[other.native.classify(rec.packet, hook, 0, 0)]
+                i2 = other.native.classify(rec.packet, hook, 0, 0)
+                d2 = other.table.decisions[i2]
                 if d2.verdict == d.verdict:
                     continue
-                changed[f"type {view.icmpv6_type}"] += 1
+                changed[f"type {view.icmpv6_type}" if view.icmpv6_type is not None
+                        else "no ICMPv6 header"] += 1
                 if args.json:
-                    print(json.dumps({"index": rec.index, **_packet_json(view),
-                                      "decision": d.as_json(), "other": d2.as_json()}))
+                    follows2 = other.native.last_fate() == "followed"
+                    print(json.dumps({**where, **_packet_json(view),
+                                      "decision": _decision_json(compiled, rec, view, hook, index, follows),
+                                      "other": _decision_json(other, rec, view, hook, i2, follows2)}))
                 else:
-                    print(f"{rec.index}: type {view.icmpv6_type} code {view.icmpv6_code} "
-                          f"{view.src} -> {view.dst}: {_short(d)} -> {_short(d2)}")
+                    print(f"{rec.index}: {_describe(view)}: {_short(d)} -> {_short(d2)}")
                 continue
             if args.json:
-                print(json.dumps({"index": rec.index, **_packet_json(view), "decision": d.as_json(),
+                print(json.dumps({**where, **_packet_json(view),
+                                  "decision": _decision_json(compiled, rec, view, hook, index, follows),
                                   "follows_first_fragment": follows}))
             else:
                 print(f"{rec.index}: {_describe(view)}: {_short(d)}"
@@ -163,7 +220,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for d, n in zip(compiled.table.decisions, hits):
             if n:
                 print(f"# {n:8d}  {d.rule}", file=sys.stderr)
-    return 0
+    # As diff(1): 1 when some verdict differs, so scripts can gate a config change on it.
+    return 1 if changed else 0
 
 
 def _short(d: object) -> str:
@@ -172,16 +230,16 @@ def _short(d: object) -> str:
     return f"{v.action.value}{mark} [{d.rule}]"  # type: ignore[attr-defined]
 
 
-def _describe(view: object) -> str:
-    v = view
-    t = getattr(v, "icmpv6_type")
-    base = f"{getattr(v, 'src')} -> {getattr(v, 'dst')}"
-    if t is None and getattr(v, "frag_status") == "non_first":
-        return f"{base} non-first fragment id {getattr(v, 'frag_id'):#x}"
-    if t is None:
-        return f"{base} no ICMPv6 header (upper layer {getattr(v, 'upper_layer')})"
-    flags = ",".join(getattr(v, "malformed"))
-    return f"{base} type {t} code {getattr(v, 'icmpv6_code')}" + (f" malformed={flags}" if flags else "")
+def _describe(v: PacketView) -> str:
+    """One packet on one line, without Python reprs (a missing field is "-")."""
+    base = f"{v.src or '-'} -> {v.dst or '-'}"
+    if v.icmpv6_type is None and v.frag_status == "non_first":
+        return f"{base} non-first fragment id {v.frag_id or 0:#x}"
+    if v.icmpv6_type is None:
+        return f"{base} no ICMPv6 header " + (f"(upper layer {v.upper_layer})"
+                                              if v.upper_layer is not None else "(no upper layer found)")
+    flags = ",".join(v.malformed)
+    return f"{base} type {v.icmpv6_type} code {v.icmpv6_code}" + (f" malformed={flags}" if flags else "")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -206,7 +264,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(render(policies, notes, source=str(cfg or "built-in defaults"),
                  mark_text=f"{mark.value:#x}/{mark.mask:#x}"), end="")
     if args.apply or args.remove:
-        require_root("the testbed builds network namespaces")
+        require_root(f"export xfrm --{'apply' if args.apply else 'remove'} changes this "
+                     "namespace's xfrm policies (CAP_NET_ADMIN)")
     if args.apply:
         added = apply(policies)
         print(f"# applied: {len(added)} added, {len(policies) - len(added)} already present")

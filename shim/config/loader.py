@@ -432,9 +432,19 @@ _RULE_KEYS = frozenset({"name", "priority", "description", "log", "verdict", "co
 
 
 def _rules(items: object, path: str, order: int, settings: Settings) -> list[Rule]:
+    """Every [[rule]] of one file; each bad rule is reported, not only the first."""
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ConfigError(f"{path}: 'rule' must be an array of tables: write [[rule]]")
-    return [_rule(item, path, order, i, settings) for i, item in enumerate(items)]
+    rules: list[Rule] = []
+    problems: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            rules.append(_rule(item, path, order, i, settings))
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(*problems)
+    return rules
 
 
 def _rule(item: dict[str, Any], path: str, order: int, index: int, settings: Settings) -> Rule:

@@ -145,11 +145,33 @@ def loopback_endpoint(text: str) -> str:
 
 
 def prefix(v: object) -> str | None:
+    # Our own wording: ipaddress's messages ("At least 3 parts expected") name none of
+    # the user's choices, and an IPv4 prefix is a common slip worth naming as such.
+    text = string(v)
     try:
-        net = ipaddress.IPv6Network(string(v), strict=False)
-    except ValueError as exc:
-        raise BadValue(f"not an IPv6 prefix: {exc}") from None
+        ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        pass
+    else:
+        raise BadValue(f"{text!r} is an IPv4 prefix: rules match IPv6 addresses only "
+                       "(IPv4-mapped addresses are ::ffff:0:0/96)")
+    address, _, length = text.partition("/")
+    try:
+        net = ipaddress.IPv6Network(text, strict=False)
+    except ValueError:
+        if length and "%" not in address and _is_ipv6(address):
+            raise BadValue(f"{text!r}: the prefix length {length!r} is not a number "
+                           "within 0..128") from None
+        raise BadValue(f"{text!r} is not an IPv6 prefix such as 2001:db8::/32") from None
     return None if net.prefixlen == 0 else str(net)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def ifname(v: object) -> str:

@@ -2,11 +2,17 @@
 """The IPsec (xfrm) policies that give the shim's marks their meaning.
 
 A mark only matters if the Security Policy Database looks at it:
-- inbound (dir in) and forwarded (dir fwd) packets pass netfilter before
-  the xfrm check, so one allow policy selecting ICMPv6 with the "bypass"
-  mark, at a low priority value (xfrm: lower wins), lets through what the
-  shim decided to bypass. The fwd check runs in ip6_forward before the
-  FORWARD hook: only a mark set at prerouting reaches it;
+- inbound (dir in), the xfrm check runs when ICMPv6 is delivered, after the
+  input hook, so one allow policy selecting ICMPv6 with the "bypass" mark,
+  at a low priority value (xfrm: lower wins), lets through what the shim
+  decided to bypass;
+- forwarded (dir fwd), ip6_forward checks the fwd policy *before* the
+  FORWARD hook, so only a mark set at prerouting reaches it. The gateway
+  recipe (docs/rules.md "On a gateway") judges transit once, at forward,
+  with the transit rules: no shim mark reaches the fwd check, the
+  operator's fwd policies decide forwarded ICMPv6, and the fwd mark allow
+  is exported only when prerouting is diverted (then with a note on what
+  that costs);
 - outbound (dir out), the kernel looks up xfrm before netfilter sees a
   locally sent packet, so no mark can help: allow policies selecting the
   ICMPv6 types the effective table bypasses at output are derived here.
@@ -207,22 +213,45 @@ def derive_policies(table: RuleTable, *, priority: int = DEFAULT_PRIORITY,
     except KeyError:
         raise ShimError(f"the configuration defines no mark {mark_name!r}") from None
     mark = (named.value & named.mask, named.mask)
+    hooks = set(table.settings.hooks)
+    # dir fwd: only a mark set at prerouting reaches the check (it precedes FORWARD).
+    directions = ("in", "fwd") if Hook.PREROUTING in hooks else ("in",)
     policies = [XfrmPolicy(direction=d, mark=mark[0], mask=mark[1], priority=priority,
-                           why=f"mark {mark_name!r}") for d in ("in", "fwd")]
+                           why=f"mark {mark_name!r}") for d in directions]
     notes: list[str] = []
     for t in range(256):
         found, why = _out_for_type(t, table, mark, priority)
         policies += found
         notes += why
-    hooks = table.settings.hooks
-    if not {Hook.PREROUTING, Hook.INPUT} & set(hooks):
+    if not {Hook.PREROUTING, Hook.INPUT} & hooks:
         notes.append("the diversion hooks include neither prerouting nor input: "
                      "no inbound packet is marked")
-    if Hook.PREROUTING not in hooks:
-        notes.append("the fwd policy sees only marks set at prerouting (the xfrm fwd check "
-                     "precedes the forward hook); add \"prerouting\" to [diversion] hooks "
-                     "on a gateway")
-    return tuple(policies), tuple(notes)
+    return tuple(policies), tuple(notes + _gateway_notes(table, mark, mark_name))
+
+
+def _gateway_notes(table: RuleTable, mark: tuple[int, int], mark_name: str) -> list[str]:
+    """What the fwd check sees with these hooks, and which transit bypass cannot work."""
+    hooks = set(table.settings.hooks)
+    if Hook.PREROUTING in hooks and Hook.FORWARD in hooks:
+        return ["prerouting and forward are both diverted: a forwarded packet is judged "
+                "twice, first by the host rules at prerouting (their mark is what the fwd "
+                "policy sees), then by the transit rules at forward; the gateway recipe "
+                "diverts input, forward and output (docs/rules.md, \"On a gateway\")"]
+    if Hook.PREROUTING in hooks:
+        return ["prerouting is diverted: forwarded packets are judged there by the host "
+                "rules, whose marks the fwd policy sees; the transit rules (hook forward) "
+                "never apply"]
+    if Hook.FORWARD not in hooks:
+        return []
+    notes = ["no dir fwd allow: transit is judged at forward, after the kernel's fwd policy "
+             "check (ip6_forward checks it before the FORWARD hook), so no mark of the shim "
+             "reaches it; your fwd policies decide forwarded ICMPv6 and the shim's transit "
+             "drops apply after them"]
+    for r in table.rules:
+        if (r.match.hooks is None or Hook.FORWARD in r.match.hooks) and _is_mark(r.verdict, mark):
+            notes.append(f"rule {r.name} gives {mark_name} at forward: too late for the fwd "
+                         "check, it exempts no forwarded packet from your fwd policies")
+    return notes
 
 
 def render(policies: tuple[XfrmPolicy, ...], notes: tuple[str, ...], *, source: str,
@@ -230,7 +259,10 @@ def render(policies: tuple[XfrmPolicy, ...], notes: tuple[str, ...], *, source: 
     """Stable, commented `ip xfrm policy add` lines."""
     lines = ["# icmp6-shim export xfrm: allow policies that give the shim's mark its meaning",
              f"# config: {source}; bypass mark {mark_text}; xfrm prefers the LOWER priority value",
-             "# in/fwd: netfilter runs before the xfrm check, so the mark selects the policy."]
+             "# in: the input hook runs before the xfrm check, so the mark selects the policy."]
+    if any(p.direction == "fwd" for p in policies):
+        lines.append("# fwd: the fwd check runs before the forward hook: only a mark set at "
+                     "prerouting selects it.")
     out_header = ["# out: xfrm is consulted before netfilter sees a locally sent packet,",
                   "# so each ICMPv6 type the table bypasses at output gets its own allow."]
     for p in policies:

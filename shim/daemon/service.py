@@ -25,6 +25,7 @@ from shim.config.loader import Config, load_config
 from shim.daemon.control import kernel_queue_stats, overload_stats, socket_path
 from shim.daemon.compile import Compiled, compile_config
 from shim.daemon.host import ProcessHost, check_privileges
+from shim.daemon.ifnames import IfNames
 from shim.daemon.logs import RateLimiter, get_logger, sink_counters
 from shim.core.model import Decision, Hook, restart_only_fields
 from shim.bindings.icmp6 import parse
@@ -81,6 +82,7 @@ class Service:
         self._pkt_log_limit = RateLimiter(max(self.settings.log_rate, 1000.0) if trace
                                           else self.settings.log_rate)
         self._err_log_limit = RateLimiter(1.0, burst=5)
+        self._ifnames = IfNames()
         self.started = time.monotonic()
         self.control_path = (control_socket if control_socket is not None
                              else socket_path(self.settings.control_socket, self.queue_num))
@@ -318,7 +320,8 @@ class Service:
                           mark=decision.verdict.mark, rule=decision.rule,
                           origin=decision.origin.value, hook=Hook(pkt.hook).name.lower(),
                           icmp6_type=view.icmpv6_type, icmp6_code=view.icmpv6_code,
-                          src=view.src, dst=view.dst, indev=pkt.indev, outdev=pkt.outdev,
+                          src=view.src, dst=view.dst, indev=self._ifnames.name(pkt.indev),
+                          outdev=self._ifnames.name(pkt.outdev),
                           suppressed=self._pkt_log_limit.suppressed)
 
     def _log_shadow(self, enforced: Decision, candidate: Decision, payload: bytes, hook: int) -> None:

@@ -22,7 +22,7 @@ from shim.lab.packets import ext_header, fragment_header, icmp6_packet
 from shim.lab.runner import ShimProcess
 from shim.lab.wire import Wire
 
-__all__ = ["Probe", "probes", "run_demo", "send_and_observe"]
+__all__ = ["Probe", "probes", "run_demo", "send_and_observe", "verdict_text"]
 
 A, G_A, G_B, B = "2001:db8:1::a", "2001:db8:1::1", "2001:db8:2::1", "2001:db8:2::b"
 
@@ -87,11 +87,15 @@ def send_and_observe(shim: ShimProcess, probe: Probe, wire: Wire) -> tuple[str, 
     wire.send(probe.packet, probe.multicast_if)
     icmp = probe.packet[-(struct.unpack("!H", probe.packet[4:6])[0]):]
     ev = shim.next_event("verdict", timeout=2.0, src=src, dst=dst)
-    verdict = "no verdict seen"
-    if ev is not None:
-        mark = f" mark={ev['mark']:#x}" if ev.get("mark") is not None else ""
-        verdict = f"{ev['verdict']}{mark} [{ev['rule']}]"
+    verdict = "no verdict seen" if ev is None else verdict_text(ev)
     return verdict, wire.arrived(probe.to, icmp[-8:], timeout=0.5) > 0
+
+
+def verdict_text(ev: dict[str, object]) -> str:
+    """A verdict log event as the demo's table shows it: `mark:0x1 [nd-neighbor-solicit]`."""
+    mark = ev.get("mark")
+    verdict = f"mark:{mark:#x}" if isinstance(mark, int) else str(ev.get("verdict"))
+    return f"{verdict} [{ev.get('rule')}]"
 
 
 def run_demo(config_dir: Path | None) -> int:

@@ -39,8 +39,8 @@ EXPECTED = {
     "missing-name.toml": "[[rule]] #2: key 'name': required",
     "missing-verdict.toml": "rule 'noverdict' ([[rule]] #1): key 'verdict': required "
                             "(accept, drop, mark:NAME or mark:VALUE[/MASK])",
-    "bad-prefix.toml": "rule 'pfx' ([[rule]] #1): key 'src': not an IPv6 prefix: "
-                       "'129' is not a valid netmask",
+    "bad-prefix.toml": "rule 'pfx' ([[rule]] #1): key 'src': '2001:db8::/129': the prefix "
+                       "length '129' is not a number within 0..128",
     "bad-code-name.toml": "rule 'code' ([[rule]] #1): key 'code': unknown code for "
                           "destination-unreachable 'port-unreachabel' "
                           "(did you mean 'port-unreachable'?)",

@@ -39,10 +39,11 @@ def _out(policies: tuple[XfrmPolicy, ...]) -> dict[int | None, list[XfrmPolicy]]
 
 
 class TestDerivation:
-    def test_defaults_allow_nd_out_and_mark_in_fwd(self) -> None:
+    def test_defaults_allow_nd_out_and_mark_in(self) -> None:
+        """The defaults: the bypass mark allowed inbound, ND allowed out, no fwd mark allow."""
         policies, _notes = derive_policies(_table())
         marked = [p for p in policies if p.mark is not None]
-        assert [(p.direction, p.mark, p.mask) for p in marked] == [("in", 1, 0xFF), ("fwd", 1, 0xFF)]
+        assert [(p.direction, p.mark, p.mask) for p in marked] == [("in", 1, 0xFF)]
         out = _out(policies)
         for t in (133, 134, 135, 136, 137):
             assert [(p.src, p.dst, p.code) for p in out[t]] == [("::/0", "::/0", None)]
@@ -121,10 +122,37 @@ class TestDerivation:
         with pytest.raises(ShimError, match="no mark 'nope'"):
             derive_policies(_table(), mark_name="nope")
 
-    def test_fwd_note_without_prerouting(self) -> None:
-        assert any("prerouting" in n for n in derive_policies(_table())[1])
-        hooks = (Hook.PREROUTING, Hook.INPUT, Hook.OUTPUT, Hook.FORWARD)
-        assert not any("prerouting" in n for n in derive_policies(_table(settings=Settings(hooks=hooks)))[1])
+
+class TestGatewayRecipe:
+    """dir fwd: the kernel checks it before the FORWARD hook (ip6_forward)."""
+
+    @staticmethod
+    def _fwd(hooks: tuple[Hook, ...], *rules: Rule) -> tuple[list[XfrmPolicy], tuple[str, ...]]:
+        policies, notes = derive_policies(_table(*rules, settings=Settings(hooks=hooks)))
+        return [p for p in policies if p.direction == "fwd"], notes
+
+    def test_recipe_exports_no_fwd_allow_and_says_why(self) -> None:
+        """input, forward, output: no shim mark reaches the fwd check, so no fwd allow; a note says so."""
+        fwd, notes = self._fwd((Hook.INPUT, Hook.FORWARD, Hook.OUTPUT))
+        assert fwd == [] and any("no dir fwd allow" in n for n in notes)
+
+    def test_prerouting_and_forward_is_judged_twice(self) -> None:
+        """prerouting with forward: the fwd allow (prerouting marks reach it) and a double-judgement note."""
+        fwd, notes = self._fwd((Hook.PREROUTING, Hook.INPUT, Hook.FORWARD, Hook.OUTPUT))
+        assert [(p.mark, p.mask) for p in fwd] == [(1, 0xFF)]
+        assert any("judged twice" in n for n in notes)
+
+    def test_prerouting_alone_judges_transit_with_host_rules(self) -> None:
+        """prerouting without forward: the fwd allow, and a note that transit rules never apply."""
+        fwd, notes = self._fwd((Hook.PREROUTING, Hook.OUTPUT))
+        assert len(fwd) == 1 and any("transit rules (hook forward) never apply" in n for n in notes)
+
+    def test_transit_bypass_rule_is_named(self) -> None:
+        """A user bypass at forward cannot exempt a forwarded packet: the note names the rule."""
+        rule = _user("fwd-echo-bypass", BYPASS, 0, types=frozenset({128}),
+                     hooks=frozenset({Hook.FORWARD}))
+        _fwd, notes = self._fwd((Hook.INPUT, Hook.FORWARD, Hook.OUTPUT), rule)
+        assert any("fwd-echo-bypass gives bypass at forward: too late" in n for n in notes)
 
 
 class TestExportCli:

@@ -52,6 +52,7 @@ class TestVerdictsTakeEffect:
         w.send(_echo(b"accept-me"))
         ev = shim.next_event("verdict", src=A, dst=B, icmp6_type=128)
         assert ev is not None and ev["verdict"] == "mark" and ev["hook"] == "forward"
+        assert (ev["indev"], ev["outdev"]) == ("eth0", "eth1")  # g's a and b sides, by name
         assert w.arrived("b", b"accept-me") == 1
         assert shim.next_event("verdict", timeout=0.5, src=A, dst=B, icmp6_type=128) is None
 
@@ -110,6 +111,7 @@ class TestVerdictsTakeEffect:
         assert three_node.neighbor_state("a", G_A) in ("REACHABLE", "STALE", "DELAY", "PROBE")
         ns = shim.next_event("verdict", icmp6_type=135, hook="input")
         assert ns is not None and ns["verdict"] == "mark" and ns["mark"] == 0x1
+        assert (ns["indev"], ns["outdev"]) == ("eth0", None)  # no output device at input
 
 
 class TestLifecycle:
