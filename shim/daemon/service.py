@@ -28,6 +28,7 @@ from shim.daemon.control import ControlServer, kernel_queue_stats, overload_stat
 from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, budget_spec,
                                      choose_backend)
 from shim.daemon.compile import Compiled, compile_config
+from shim.daemon.guard import DiversionGuard
 from shim.core.errors import EnvironmentProblem
 from shim.daemon.logs import RateLimiter, get_logger, sink_counters
 from shim.daemon.metrics import MetricsServer, MetricsSettings
@@ -104,6 +105,7 @@ class Service:
         self.reload_failures = 0
         self.last_reload_error: str | None = None
         self.diversion: Diversion | None = None
+        self.guard: DiversionGuard | None = None  # lays the diversion again if it goes
         self._rule_counters: CachedCounters[DiversionCounters] | None = None
         self.reader: Reader | None = None
         self._flags = _Flags()
@@ -161,6 +163,7 @@ class Service:
                 diversion.install()
                 # Owned from here on: stop() removes only what this process installed.
                 self.diversion = diversion
+                self.guard = DiversionGuard(diversion, self.log)
                 self._rule_counters = CachedCounters(diversion.counters)
                 self.log.info("diversion_installed", backend=diversion.name,
                               hooks=[h.name.lower() for h in s.hooks],
@@ -239,6 +242,8 @@ class Service:
             if outcome is not None:
                 self._finish_reload(outcome)
             now = time.monotonic()
+            if self.guard is not None:
+                self.guard.tick(now)
             if wd and now - last_ping >= wd / 2:
                 # Pinged from the loop itself: a wedged loop stops pinging.
                 self.notifier.watchdog()
@@ -410,6 +415,7 @@ class Service:
                                        queue_fail_open=self.settings.queue_fail_open,
                                        over_budget=self.settings.budget_verdict),
             "shadow": self.compiled.shadow.snapshot() if self.compiled.shadow else None,
+            "diversion": self.guard.snapshot() if self.guard is not None else None,
             # The batched engine's own counters: send_errors, verdicts_lost, no_batch, ...
             "engine": self.reader.engine_counters() if self.reader is not None else {},
         }
@@ -423,6 +429,7 @@ class Service:
         # Stays in STATUS until a reload succeeds: the old table is still the one enforced.
         if self.last_reload_error is not None:
             line += f"; last reload failed, old table kept: {self.last_reload_error}"
+        line += self.guard.status() if self.guard is not None else ""
         return line[:400]
 
     def _log_packet(self, decision: Decision, pkt: PacketLike, payload: bytes) -> None:

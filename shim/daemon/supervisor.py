@@ -28,6 +28,7 @@ from shim.daemon.control import ControlServer, kernel_queue_stats, overload_stat
 from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, budget_spec,
                                      choose_backend)
 from shim.daemon.compile import compile_config
+from shim.daemon.guard import DiversionGuard
 from shim.core.errors import ShimError
 from shim.daemon.logs import get_logger, sink_counters
 from shim.daemon.metrics import MetricsServer, MetricsSettings
@@ -102,6 +103,7 @@ class Supervisor:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.diversion: Diversion | None = None
+        self.guard: DiversionGuard | None = None  # lays the diversion again if it goes
         self._rule_counters: CachedCounters[DiversionCounters] | None = None
         self.backend_name: str | None = None
         self.worker_failures = 0
@@ -159,6 +161,7 @@ class Supervisor:
                                             "can read the counters; prefer [metrics] socket")
             diversion.install()
             self.diversion = diversion
+            self.guard = DiversionGuard(diversion, self.log)
             self._rule_counters = CachedCounters(diversion.counters)
             self.log.info("diversion_installed", backend=diversion.name,
                           queues=f"{spec.first}-{spec.last}", fail_open=s.fail_open, workers=s.workers)
@@ -236,6 +239,8 @@ class Supervisor:
             if outcome is not None:
                 self._forward_reload(outcome)
             now = time.monotonic()
+            if self.guard is not None:
+                self.guard.tick(now)
             if wd and all(now - w.last_report < STALE_AFTER for w in self.workers):
                 self.notifier.watchdog()
             if now - last_status >= 2.0:
@@ -343,6 +348,7 @@ class Supervisor:
             # judged None: the workers' reports lag the rule counter (see overload_stats).
             "overload": overload_stats(div, kernel, None, queue_fail_open=self.settings.queue_fail_open,
                                        over_budget=self.settings.budget_verdict),
+            "diversion": self.guard.snapshot() if self.guard is not None else None,
         }
 
     def _log_counters(self) -> dict[str, object]:
@@ -367,6 +373,7 @@ class Supervisor:
                 f"{self.worker_failures} worker failures")
         if snap["last_reload_error"]:
             line += f"; last reload failed, old table kept: {snap['last_reload_error']}"
+        line += self.guard.status() if self.guard is not None else ""
         return line[:400]
 
 
