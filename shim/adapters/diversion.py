@@ -386,6 +386,7 @@ class NftDiversion:
         self._installed = True
         self._verified = None
         self._baseline = nft_sections(self._nft.run(f"list table inet {table}"))
+        self._gen_sock = self._gen_sock or _generation_socket()
 
     def remove(self) -> None:
         """Delete our table; with `flags owner` only our own context can, so it does."""
@@ -402,6 +403,9 @@ class NftDiversion:
         self._nft.close()
         self._installed = False
         self._baseline = None
+        if self._gen_sock is not None:
+            self._gen_sock.close()
+            self._gen_sock = None
 
     @property
     def owned(self) -> bool:
@@ -419,8 +423,6 @@ class NftDiversion:
         """
         if self._baseline is None or self._nft is None:
             return None
-        if self._gen_sock is None:
-            self._gen_sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         gen = generation(self._gen_sock)
         if gen == self._verified:
             return None
@@ -450,6 +452,12 @@ class NftDiversion:
             return parse_nft_counters(proc.stdout)
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _generation_socket() -> socket.socket:
+    """The socket verify() asks the ruleset generation on (kept: no socket per check)."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                         NETLINK_NETFILTER)
 
 
 def _remove_nft_table(table: str) -> str | None:
@@ -599,11 +607,16 @@ class IptablesDiversion:
                 raise _fail("installing the ip6tables diversion failed", proc)
         self._verified = None
         self._baseline = self._sections()
+        if self.nft_based() and self._gen_sock is None:
+            self._gen_sock = _generation_socket()  # opened at start: the check holds it for life
 
     def remove(self) -> None:
         """Delete our chains and jumps, and the mangle table if we made it and it is empty."""
         self.remove_chain(self.spec.ipt_chain)
         self._baseline = None
+        if self._gen_sock is not None:
+            self._gen_sock.close()
+            self._gen_sock = None
         if self._table_was_there is False:
             drop_empty_mangle()
 
@@ -640,9 +653,6 @@ class IptablesDiversion:
             return None
         gen: int | None = None
         if self.nft_based():
-            if self._gen_sock is None:
-                self._gen_sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                               NETLINK_NETFILTER)
             gen = generation(self._gen_sock)
             if gen == self._verified:
                 return None
