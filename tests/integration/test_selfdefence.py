@@ -86,20 +86,23 @@ def _stream(w: Wire, topo: Topology, how: str, tmp: Path) -> int:
     return passed
 
 
-# (backend, fail_open, disturbance, whether our diversion is hit by it)
+# (backend, fail_open, disturbance, whether our diversion is hit by it, workers)
 CASES = [
-    ("iptables", True, "nft-flush", True),
-    ("iptables", True, "nftables-conf", True),
-    ("iptables", True, "ipt-mangle-flush", True),
-    ("iptables", False, "nft-flush", True),
+    ("iptables", True, "nft-flush", True, 1),
+    ("iptables", True, "nftables-conf", True, 1),
+    ("iptables", True, "ipt-mangle-flush", True, 1),
+    ("iptables", False, "nft-flush", True, 1),
+    # The supervisor owns the diversion and its guard.
+    ("iptables", True, "ipt-mangle-flush", True, 2),
     # fail_open: the table is owned by the daemon's netlink socket, and a flush skips it.
-    ("nft", True, "nft-flush", False),
-    ("nft", True, "nftables-conf", False),
-    ("nft", True, "ipt-mangle-flush", False),
+    ("nft", True, "nft-flush", False, 1),
+    ("nft", True, "nftables-conf", False, 1),
+    ("nft", True, "ipt-mangle-flush", False, 1),
+    ("nft", True, "nft-flush", False, 2),
     # fail-closed must outlive the daemon, so it is not owned: flushed, then laid again.
-    ("nft", False, "nft-flush", True),
-    ("nft", False, "nftables-conf", True),
-    ("nft", False, "ipt-mangle-flush", False),
+    ("nft", False, "nft-flush", True, 1),
+    ("nft", False, "nftables-conf", True, 1),
+    ("nft", False, "ipt-mangle-flush", False, 1),
 ]
 
 
@@ -121,12 +124,13 @@ def _skip_without_nft_queue(topo: Topology) -> None:
 
 
 class TestDiversionDefendsItself:
-    @pytest.mark.parametrize(("backend", "fail_open", "how", "hit"), CASES,
-                             ids=[f"{b}-{'open' if o else 'closed'}-{h}" for b, o, h, _ in CASES])
+    @pytest.mark.parametrize(("backend", "fail_open", "how", "hit", "workers"), CASES,
+                             ids=[f"{b}-{'open' if o else 'closed'}-{h}-w{n}"
+                                  for b, o, h, _, n in CASES])
     def test_flush_while_pings_stream(
         self, three_node: Topology, shim_on: Callable[..., ShimProcess],
         wire: Callable[..., Wire], tmp_path: Path,
-        backend: str, fail_open: bool, how: str, hit: bool,
+        backend: str, fail_open: bool, how: str, hit: bool, workers: int,
     ) -> None:
         """The ruleset is flushed mid-stream: at most ~1 s of echoes passes (none when the
         owned table is untouched), the shim says what it found and restored, the drop
@@ -134,7 +138,8 @@ class TestDiversionDefendsItself:
         if backend == "nft":
             _skip_without_nft_queue(three_node)
         cfg = _config(tmp_path, f'[diversion]\nbackend = "{backend}"\n'
-                         f'[queue]\nfail_open = {"true" if fail_open else "false"}\n' + DROP_ECHO)
+                         f'[queue]\nfail_open = {"true" if fail_open else "false"}\nworkers = {workers}\n'
+                       + DROP_ECHO)
         shim = shim_on(three_node.ns("g"), cfg, extra=())
         w = wire()
         w.flush()
@@ -155,6 +160,29 @@ class TestDiversionDefendsItself:
             assert listed.returncode == 0 and "flags owner" in listed.stdout, listed
         w.send(icmp6_packet(A, B, 128, 0, b"\x00\x07\x00\x02" + b"sdafter"))
         assert w.arrived("b", b"sdafter") == 0  # the table's verdict applies again
+
+
+class TestOwnedTableLife:
+    @pytest.mark.parametrize("fail_open", [True, False], ids=["open", "closed"])
+    def test_sigkill_follows_fail_open(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess], tmp_path: Path,
+        fail_open: bool,
+    ) -> None:
+        """SIGKILL: the kernel deletes the owned (fail-open) table with the daemon's socket;
+        the fail-closed table is not owned and stays, so the kernel keeps dropping."""
+        _skip_without_nft_queue(three_node)
+        cfg = _config(tmp_path, '[diversion]\nbackend = "nft"\n'
+                      f'[queue]\nfail_open = {"true" if fail_open else "false"}\n')
+        shim = shim_on(three_node.ns("g"), cfg, extra=())
+        assert shim.proc is not None
+        shim.proc.kill()
+        shim.proc.wait(10)
+        try:
+            listed = three_node.run("g", "nft", "list", "tables").stdout
+            assert (nft_table_name(0) in listed) is not fail_open, listed
+        finally:
+            with in_netns(three_node.ns("g")):
+                cleanup_instance(0)
 
 
 class TestStopLeavesNothing:
