@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
+from shim.adapters.drift import Sections, describe, ipt_sections, nft_sections
+from shim.adapters.nftlib import (NETLINK_NETFILTER, NftContext, delete_table_at, generation,
+                                  library_present)
 from shim.core.errors import EnvironmentProblem
 from shim.core.model import Backend, Hook, Settings
 
@@ -47,6 +50,7 @@ __all__ = [
     "choose_backend",
     "cleanup_all",
     "cleanup_instance",
+    "drop_empty_mangle",
 ]
 
 # Name prefixes; an instance's names add its first queue (two instances never share a queue).
@@ -57,6 +61,7 @@ IPT_CHAIN = "ICMP6_SHIM"
 _NFT_NAME = re.compile(rf"^{NFT_TABLE}(_q\d+)?$")
 _IPT_NAME = re.compile(rf"^{IPT_CHAIN}(_Q\d+)?$")
 IPT_TABLE = "mangle"  # mangle runs before filter: later filter rules and xfrm see our mark
+_NFPROTO_IPV6 = 10   # the family of iptables-nft's `table ip6 mangle`
 _NFT_HOOK = {h: h.name.lower() for h in Hook}
 _IPT_CHAIN = {h: h.name for h in Hook}
 
@@ -214,6 +219,10 @@ class Diversion(Protocol):
 
     def counters(self) -> DiversionCounters | None: ...
 
+    def verify(self) -> str | None: ...
+
+    def restore(self) -> None: ...
+
 
 def _run(argv: list[str], *, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
@@ -244,6 +253,11 @@ class NftDiversion:
 
     def __init__(self, spec: QueueSpec) -> None:
         self.spec = spec
+        self._nft: NftContext | None = None       # made by install(), held until remove()
+        self._installed = False
+        self._baseline: Sections | None = None    # our table as listed right after install
+        self._verified: int | None = None         # the ruleset generation last found intact
+        self._gen_sock: socket.socket | None = None
 
     def _queue_stmt(self) -> str:
         s = self.spec
@@ -302,15 +316,24 @@ class NftDiversion:
                                                 stmt if d.queue else "return"))))
         return lines
 
-    def render(self, queue: str | None = None) -> str:
+    def render(self, queue: str | None = None, *, prefix: str | None = None) -> str:
         """The ruleset as `nft -f` input; replaces any earlier copy atomically.
+
+        With fail_open the table carries `flags owner`: it belongs to the netlink socket
+        that created it, so another process's `flush ruleset` skips it, and the kernel
+        deletes it when that socket closes (the daemon's end; with bypass, traffic then
+        flows unjudged as it would anyway). Fail-closed must outlive the daemon, so no
+        owner: a flush removes it and verify() lays it again.
 
         Args:
             queue: see rule_lines; None renders what install() installs.
+            prefix: what precedes the table (default: make it exist, delete it).
         """
         table = self.spec.nft_table
-        lines = [f"table inet {table} {{", "}", f"delete table inet {table}",
-                 f"table inet {table} {{", *self._budget_sets()]
+        if prefix is None:
+            prefix = f"table inet {table} {{\n}}\ndelete table inet {table}\n"
+        lines = [*prefix.splitlines(), f"table inet {table} {{",
+                 *(["  flags owner;"] if self.owned else []), *self._budget_sets()]
         for hook in self.spec.hooks:
             lines += [
                 f"  chain {_NFT_HOOK[hook]} {{",
@@ -325,6 +348,9 @@ class NftDiversion:
         """None if the kernel accepts our ruleset, else the reason it does not."""
         if shutil.which("nft") is None:
             return "nft is not installed"
+        missing = library_present()
+        if missing is not None:
+            return missing
         proc = _run(["nft", "--check", "-f", "-"], stdin=self.render())
         if proc.returncode == 0:
             return None
@@ -332,12 +358,90 @@ class NftDiversion:
         return msg[0] if msg else f"nft --check exit status {proc.returncode}"
 
     def install(self) -> None:
-        proc = _run(["nft", "-f", "-"], stdin=self.render())
-        if proc.returncode != 0:
-            raise _fail("installing the nft diversion failed", proc)
+        """Lay the table through our own libnftables context (one transaction, replacing
+        any earlier copy), then take the baseline verify() compares with.
+
+        Raises:
+            EnvironmentProblem: libnftables is missing or the kernel refused the ruleset.
+        """
+        if self._nft is None or not self._nft.open:
+            self._nft = NftContext()
+        body = self.render(prefix="")
+        # The line that makes `delete` safe must match the existing table's owner flag (the
+        # kernel cannot change it): ours from an earlier install, or a fail-closed leftover.
+        table = self.spec.nft_table
+        forms = [f"table inet {table} {{ flags owner; }}\n", f"table inet {table} {{ }}\n"]
+        if not (self._installed and self.owned):
+            forms.reverse()
+        error: EnvironmentProblem | None = None
+        for first in forms:
+            try:
+                self._nft.run(f"{first}delete table inet {table}\n{body}")
+                break
+            except EnvironmentProblem as exc:
+                error = exc
+        else:
+            assert error is not None
+            raise EnvironmentProblem(f"installing the nft diversion failed: {error}")
+        self._installed = True
+        self._verified = None
+        self._baseline = nft_sections(self._nft.run(f"list table inet {table}"))
+        self._gen_sock = self._gen_sock or _generation_socket()
 
     def remove(self) -> None:
-        _remove_nft_table(self.spec.nft_table)
+        """Delete our table; with `flags owner` only our own context can, so it does."""
+        if self._nft is None or not self._nft.open:
+            _remove_nft_table(self.spec.nft_table)
+            return
+        table = self.spec.nft_table
+        for first in (f"table inet {table} {{ flags owner; }}\n", f"table inet {table} {{ }}\n"):
+            try:
+                self._nft.run(f"{first}delete table inet {table}\n")
+                break
+            except EnvironmentProblem:
+                continue
+        self._nft.close()
+        self._installed = False
+        self._baseline = None
+        if self._gen_sock is not None:
+            self._gen_sock.close()
+            self._gen_sock = None
+
+    @property
+    def owned(self) -> bool:
+        """Whether the table carries `flags owner` (fail-open only: see render)."""
+        return self.spec.fail_open
+
+    def verify(self) -> str | None:
+        """None while the table is as installed; else what was found instead.
+
+        Cheap when nothing changed: one NFT_MSG_GETGEN on a socket kept open; the table is
+        listed only when the ruleset generation moved since the last good check.
+
+        Raises:
+            OSError: the generation could not be read.
+        """
+        if self._baseline is None or self._nft is None:
+            return None
+        gen = generation(self._gen_sock)
+        if gen == self._verified:
+            return None
+        table = self.spec.nft_table
+        try:
+            actual: dict[str, tuple[str, ...]] | None = nft_sections(
+                self._nft.run(f"list table inet {table}"))
+        except EnvironmentProblem as exc:
+            if "No such file" not in str(exc):
+                raise
+            actual = None
+        found = describe(self._baseline, actual, f"table inet {table}")
+        if found is None:
+            self._verified = gen
+        return found
+
+    def restore(self) -> None:
+        """Install again (atomically replacing whatever is left of ours)."""
+        self.install()
 
     def counters(self) -> DiversionCounters | None:
         """The queue and budget rule counters, from `nft -j list table`; None if unreadable."""
@@ -350,9 +454,17 @@ class NftDiversion:
             return None
 
 
-def _remove_nft_table(table: str) -> None:
+def _generation_socket() -> socket.socket:
+    """The socket verify() asks the ruleset generation on (kept: no socket per check)."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                         NETLINK_NETFILTER)
+
+
+def _remove_nft_table(table: str) -> str | None:
+    """Delete the table if there; None on success, else the kernel's reason."""
     # `add` then `delete` in one batch: no error whether or not the table exists.
-    _run(["nft", "-f", "-"], stdin=f"table inet {table} {{\n}}\ndelete table inet {table}\n")
+    proc = _run(["nft", "-f", "-"], stdin=f"table inet {table} {{\n}}\ndelete table inet {table}\n")
+    return None if proc.returncode == 0 else str(_fail("nft", proc)).split("Error: ", 1)[-1]
 
 
 def parse_nft_counters(text: str) -> DiversionCounters:
@@ -382,6 +494,11 @@ class IptablesDiversion:
     def __init__(self, spec: QueueSpec, binary: str = "ip6tables") -> None:
         self.spec = spec
         self.binary = binary
+        self._baseline: Sections | None = None   # our lines as listed right after install
+        self._verified: int | None = None        # the ruleset generation last found intact
+        self._gen_sock: socket.socket | None = None
+        self._nft_based: bool | None = None      # iptables-nft (generation-gated) or legacy
+        self._table_was_there: bool | None = None
 
     def _target(self) -> list[str]:
         s = self.spec
@@ -478,15 +595,76 @@ class IptablesDiversion:
         return None
 
     def install(self) -> None:
-        self.remove()
+        if self._table_was_there is None:
+            # iptables-nft makes `table ip6 mangle` (all its base chains) on first use: if it
+            # was not there before us, it is ours to remove once it is empty again.
+            self._table_was_there = self._mangle_exists()
+        self.remove_chain(self.spec.ipt_chain)
         for args in self._commands():
             proc = self._ipt(*args)
             if proc.returncode != 0:
                 self.remove()
                 raise _fail("installing the ip6tables diversion failed", proc)
+        self._verified = None
+        self._baseline = self._sections()
+        if self.nft_based() and self._gen_sock is None:
+            self._gen_sock = _generation_socket()  # opened at start: the check holds it for life
 
     def remove(self) -> None:
+        """Delete our chains and jumps, and the mangle table if we made it and it is empty."""
         self.remove_chain(self.spec.ipt_chain)
+        self._baseline = None
+        if self._gen_sock is not None:
+            self._gen_sock.close()
+            self._gen_sock = None
+        if self._table_was_there is False:
+            drop_empty_mangle()
+
+    def _mangle_exists(self) -> bool:
+        """Whether iptables-nft's `table ip6 mangle` exists (legacy: always, the kernel's)."""
+        if not self.nft_based() or shutil.which("nft") is None:
+            return True
+        return _run(["nft", "list", "table", "ip6", IPT_TABLE]).returncode == 0
+
+    def nft_based(self) -> bool:
+        """iptables-nft (its changes are nf_tables transactions) rather than legacy."""
+        if self._nft_based is None:
+            proc = _run([self.binary, "-V"])
+            self._nft_based = "nf_tables" in proc.stdout
+        return self._nft_based
+
+    def _sections(self) -> dict[str, tuple[str, ...]]:
+        proc = _run([f"{self.binary}-save", "-t", IPT_TABLE])
+        if proc.returncode != 0:
+            raise _fail(f"{self.binary}-save failed", proc)
+        return ipt_sections(proc.stdout, self.spec.ipt_chain)
+
+    def verify(self) -> str | None:
+        """None while our chains and jumps are as installed; else what was found instead.
+
+        With iptables-nft the listing (a fork) runs only when the ruleset generation moved;
+        legacy ip6tables has no generation, so it is listed each call.
+
+        Raises:
+            OSError: the generation could not be read.
+            EnvironmentProblem: the table could not be listed.
+        """
+        if self._baseline is None:
+            return None
+        gen: int | None = None
+        if self.nft_based():
+            gen = generation(self._gen_sock)
+            if gen == self._verified:
+                return None
+        found = describe(self._baseline, self._sections(),
+                         f"ip6tables -t {IPT_TABLE} chain {self.spec.ipt_chain}")
+        if found is None:
+            self._verified = gen
+        return found
+
+    def restore(self) -> None:
+        """Install again: remove what is left of ours, lay all of it."""
+        self.install()
 
     def chains(self) -> list[str]:
         """The user chains of our table (`-S`), for cleanup; empty when unreadable."""
@@ -602,6 +780,31 @@ def choose_backend(requested: Backend, spec: QueueSpec) -> tuple[Diversion, str]
     )
 
 
+def drop_empty_mangle() -> bool:
+    """Delete iptables-nft's `table ip6 mangle` if it holds nothing: no rule, no user chain,
+    no set, only base chains with policy accept (what iptables-nft makes on first use, and
+    what our removal leaves). Conditional on the ruleset generation at which it was seen
+    empty, so a rule added meanwhile is never lost. Returns whether it was deleted."""
+    if shutil.which("nft") is None:
+        return False
+    try:
+        before = generation()
+        proc = _run(["nft", "-j", "list", "table", "ip6", IPT_TABLE])
+        if proc.returncode != 0 or generation() != before:
+            return False
+        items = [next(iter(i.items())) for i in json.loads(proc.stdout).get("nftables", [])
+                 if isinstance(i, dict) and i]
+    except (OSError, ValueError, StopIteration, AttributeError):
+        return False
+    for kind, obj in items:
+        if kind in ("metainfo", "table"):
+            continue
+        if kind != "chain" or not isinstance(obj, dict) or "hook" not in obj \
+                or obj.get("policy", "accept") != "accept":
+            return False
+    return delete_table_at(_NFPROTO_IPV6, IPT_TABLE, before)
+
+
 def cleanup_instance(first_queue: int) -> list[str]:
     """Remove what the instance on `first_queue` may have left behind; return what was found.
 
@@ -623,12 +826,18 @@ def _cleanup(ours: Callable[[str], bool]) -> list[str]:
             parts = line.split()
             if len(parts) == 3 and parts[:2] == ["table", "inet"] and _NFT_NAME.match(parts[2]) \
                     and ours(parts[2]):
-                found.append(f"nft table inet {parts[2]}")
-                _remove_nft_table(parts[2])
+                why = _remove_nft_table(parts[2])
+                # An owned table (a running fail-open daemon's) refuses every other process.
+                found.append(f"nft table inet {parts[2]}" + (f" (not removed: {why})" if why else ""))
     if shutil.which("ip6tables"):
         ipt = IptablesDiversion(QueueSpec(first=0))
+        removed = False
         for chain in ipt.chains():
             if _IPT_NAME.match(chain) and ours(chain):
                 found.append(f"ip6tables -t {IPT_TABLE} chain {chain}")
                 ipt.remove_chain(chain)
+                removed = True
+        # The table iptables-nft made for our chains, if removing them left it empty.
+        if removed and ipt.nft_based() and drop_empty_mangle():
+            found.append(f"nft table ip6 {IPT_TABLE} (left empty)")
     return found

@@ -35,6 +35,7 @@ from shim.adapters.diversion import (Diversion, DiversionCounters, QueueSpec, bu
 from shim.core.errors import EnvironmentProblem
 from shim.core.model import Settings
 from shim.daemon.control import ControlServer
+from shim.daemon.guard import DiversionGuard
 from shim.daemon.logs import get_logger
 from shim.daemon.metrics import MetricsServer, MetricsSettings
 from shim.daemon.notify import Notifier
@@ -116,6 +117,7 @@ class ProcessHost:
         self.backend_name: str | None = None
         self.diversion: Diversion | None = None  # installed by this process: ours to remove
         self.rule_counters: CachedCounters[DiversionCounters] | None = None
+        self.guard: DiversionGuard | None = None  # lays the diversion again if it goes
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self._chosen: Diversion | None = None  # chosen, not installed yet
@@ -155,6 +157,7 @@ class ProcessHost:
             return
         diversion.install()
         self.diversion = diversion
+        self.guard = DiversionGuard(diversion, self.log)
         self.rule_counters = CachedCounters(diversion.counters)
         s = self.settings
         self.log.info("diversion_installed", backend=diversion.name,
@@ -242,6 +245,8 @@ class ProcessHost:
         if wd and healthy and now - self._last_ping >= wd / 2:
             self.notifier.watchdog()
             self._last_ping = now
+        if self.guard is not None:
+            self.guard.tick(now)  # rate-limits itself (INTERVAL); never raises
         if now - self._last_housekeeping >= 1.0:
             self._last_housekeeping = now
             self.every_second(now)
@@ -255,6 +260,14 @@ class ProcessHost:
         if now - self._last_status >= STATUS_EVERY:
             self.notifier.status(self.status())
             self._last_status = now
+
+    def guard_snapshot(self) -> dict[str, object] | None:
+        """The guard's counters for `stats` and metrics (None: no diversion of ours)."""
+        return self.guard.snapshot() if self.guard is not None else None
+
+    def guard_status(self) -> str:
+        """What the STATUS line adds about the diversion (empty while undisturbed)."""
+        return self.guard.status() if self.guard is not None else ""
 
     # -- stop --------------------------------------------------------------------------
     def close_servers(self) -> None:
@@ -271,6 +284,7 @@ class ProcessHost:
             self.notifier.stopping()
             self.close_servers()
             self._chosen = None
+            self.guard = None  # from here on a missing diversion is ours, not a flush
             if self.diversion is not None and keep_diversion:
                 self.log.error("diversion_kept", backend=self.diversion.name,
                                reason="crashed with [queue] fail_open = false: the kernel drops "

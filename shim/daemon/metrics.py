@@ -115,6 +115,12 @@ def render(snap: dict[str, Any]) -> str:
             [({}, snap.get("non_icmpv6", 0))])
     _family(lines, "icmp6_shim_fragments", "counter", "Non-first fragments by fate",
             (({"fate": k}, n) for k, n in (snap.get("fragments") or {}).items()))
+    guard = snap.get("diversion") or {}
+    _family(lines, "icmp6_shim_diversion_restored", "counter",
+            "Times the diversion was found missing or altered (e.g. by a flush) and laid again",
+            [({}, guard.get("restored", 0))])
+    _family(lines, "icmp6_shim_diversion_restore_failures", "counter",
+            "Checks or restores of the diversion that failed", [({}, guard.get("restore_failures", 0))])
     log = snap.get("log") or {}
     _family(lines, "icmp6_shim_log_failures", "counter", "Log writes that failed, lines lost",
             (({"what": k}, log[k]) for k in ("failures", "dropped") if k in log))

@@ -279,6 +279,7 @@ class Service:
             "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 1),
             "config": str(self.config_dir) if self.config_dir else None,
             "backend": self.host.backend_name, "queues": [self.queue_num],
+            "diversion": self.host.guard_snapshot(),
             "reloads": self.reloads, "reload_failures": self.reload_failures,
             "last_reload_error": self.last_reload_error,
             "packets": c.get("packets", 0), "errors": c.get("errors", 0),
@@ -311,6 +312,7 @@ class Service:
         # Stays in STATUS until a reload succeeds: the old table is still the one enforced.
         if self.last_reload_error is not None:
             line += f"; last reload failed, old table kept: {self.last_reload_error}"
+        line += self.host.guard_status()
         return line[:400]
 
     def _log_packet(self, decision: Decision, pkt: PacketLike, payload: bytes) -> None:

@@ -280,6 +280,7 @@ class Supervisor:
             "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 1),
             "config": str(self.config_dir) if self.config_dir else None,
             "backend": self.host.backend_name, "queues": [w.queue for w in self.workers],
+            "diversion": self.host.guard_snapshot(),
             "reloads": self.reloads, "reload_failures": self.reload_failures,
             "last_reload_error": self.last_reload_error or next(
                 (f"queue {w.queue}: {w.snapshot['last_reload_error']}" for w in self.workers
@@ -323,6 +324,7 @@ class Supervisor:
                 f"{self.worker_failures} worker failures")
         if snap["last_reload_error"]:
             line += f"; last reload failed, old table kept: {snap['last_reload_error']}"
+        line += self.host.guard_status()
         return line[:400]
 
 
