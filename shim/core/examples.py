@@ -74,7 +74,7 @@ def point(box: Box) -> tuple[int, ...]:
 def _checksum(src: bytes, dst: bytes, nh: int, upper: bytes) -> int:
     data = src + dst + struct.pack("!I3xB", len(upper), nh) + upper
     data += b"\0" * (len(data) % 2)
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

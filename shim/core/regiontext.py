@@ -101,8 +101,11 @@ def describe_region(region: Region, space: PacketSpace, contexts: Sequence[Box],
                     limit: int = _MAX_PARTS) -> list[str]:
     """One line per box (the first `limit`), each against the universe box holding it."""
     out = []
+    hooks = space.domains()[D["hook"]] if not space.hooks else iv(int(h) for h in space.hooks)
     for box in region[:limit]:
         ctx = next((c for c in contexts if all(iv_subset(b, cc) for b, cc in zip(box, c))), None)
+        if ctx is not None:  # a hook is worth saying unless every queued hook is in the box
+            ctx = (hooks,) + ctx[1:]
         out.append(describe_box(box, space, ctx))
     if len(region) > limit:
         out.append(f"(+{len(region) - limit} more boxes)")
