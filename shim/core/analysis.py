@@ -81,20 +81,15 @@ class Partition:
     reach: list[list[Region]]        # reach[i][a]: what decision i decides in atom a
     meter: Meter
     stopped_at: int | None = None    # the first rule not analysed (budget), else None
-    _order: dict[int, int] = field(default_factory=dict)
+    earlier: list[list[int]] = field(default_factory=list)  # per rule: earlier rules it meets
 
     def region(self, i: int) -> Region:
         """Everything decision i decides, all atoms together."""
         return tuple(b for part in self.reach[i] for b in part)
 
     def candidates(self, i: int) -> list[int]:
-        """Rules before i that can share a packet with it (same atom, boxes meet)."""
-        bi = self.boxes[i]
-        if bi is None:
-            return []
-        mine = set(self.rule_atoms[i])
-        return [j for j in range(i) if self.boxes[j] is not None and mine & set(
-            self.rule_atoms[j]) and box_and(bi, self.boxes[j]) is not None]  # type: ignore[arg-type]
+        """Rules before i whose boxes meet rule i's, in table order."""
+        return self.earlier[i]
 
 
 def _atom_index(atoms: list[IntervalSet], s: IntervalSet) -> list[int]:
@@ -106,9 +101,28 @@ def _with_type(box: Box, types: IntervalSet) -> Box | None:
     return box[:D["type"]] + (narrowed,) + box[D["type"] + 1:] if narrowed else None
 
 
+def _size(box: Box) -> int:
+    """How many dimensions a box leaves whole-ish (wide boxes first cut less)."""
+    return -sum(len(d) == 1 and d[0][1] - d[0][0] > 0 for d in box)
+
+
+def _reach(start: Region, cuts: Sequence[Box], meter: Meter) -> Region:
+    """start minus the union of cuts, the widest first (fewer pieces on the way)."""
+    left = start
+    for cut in sorted(cuts, key=_size):
+        if not left:
+            break
+        left = region_sub_box(left, cut, meter)
+    return left
+
+
 def partition(table: RuleTable, space: PacketSpace, *, atoms: list[IntervalSet] | None = None,
               meter: Meter | None = None) -> Partition:
     """First-match regions of every rule of `table` and of no-match, over `space`.
+
+    Rule i's region is what it matches minus the union of the earlier rules that share a
+    packet with it (`Partition.earlier`), so each region costs what its overlaps cost,
+    not what the whole table does; no-match is the universe minus every rule.
 
     Args:
         table: the effective table.
@@ -133,18 +147,28 @@ def partition(table: RuleTable, space: PacketSpace, *, atoms: list[IntervalSet] 
     part = Partition(table=table, space=space, boxes=boxes, atoms=atoms, rule_atoms=rule_atoms,
                      universe_by_atom=by_atom, reach=[[() for _ in atoms] for _ in range(n + 1)],
                      meter=meter)
-    remaining = list(by_atom)
+    seen: list[list[int]] = [[] for _ in atoms]  # per atom: the rules so far that touch it
     for i, box in enumerate(boxes):
         if meter.exhausted:
             part.stopped_at = i
             return part
         if box is None:
+            part.earlier.append([])
             continue
+        near = sorted({j for k in rule_atoms[i] for j in seen[k]})
+        meter.used += len(near)
+        mine = [j for j in near if box_and(box, boxes[j]) is not None]  # type: ignore[arg-type]
+        part.earlier.append(mine)
         for k in rule_atoms[i]:
-            part.reach[i][k] = region_and_box(remaining[k], box, meter)
-            if part.reach[i][k]:
-                remaining[k] = region_sub_box(remaining[k], box, meter)
-    part.reach[n] = remaining
+            start = region_and_box(by_atom[k], box, meter)
+            cuts = [boxes[j] for j in mine if k in rule_atoms[j]]
+            part.reach[i][k] = _reach(start, cuts, meter)  # type: ignore[arg-type]
+            seen[k].append(i)
+    for k in range(len(atoms)):
+        if meter.exhausted:
+            part.stopped_at = n
+            return part
+        part.reach[n][k] = _reach(by_atom[k], [boxes[j] for j in seen[k]], meter)  # type: ignore[misc]
     return part
 
 

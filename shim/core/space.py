@@ -16,6 +16,7 @@ Pure: no I/O, no state outside the values and the caller's Meter.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -75,10 +76,29 @@ def iv(values: Iterable[int | Interval]) -> IntervalSet:
     return tuple(out)
 
 
+def _hi(x: Interval) -> int:
+    return x[1]
+
+
+def _and_short(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    """a ∩ b for a long a and a short b: binary search in a per interval of b."""
+    out: list[Interval] = []
+    for lo, hi in b:
+        i = bisect.bisect_left(a, lo, key=_hi)
+        while i < len(a) and a[i][0] <= hi:
+            out.append((max(lo, a[i][0]), min(hi, a[i][1])))
+            i += 1
+    return tuple(out)
+
+
 def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     """The intersection of two interval sets."""
     if a == b:
         return a
+    if len(a) > 8 * len(b):
+        return _and_short(a, b)
+    if len(b) > 8 * len(a):
+        return _and_short(b, a)
     out: list[Interval] = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -93,8 +113,29 @@ def iv_and(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     return tuple(out)
 
 
+def _sub_short(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    """a − b for a long a and a short b: each interval of b cuts one run of a (slices)."""
+    res = a
+    for lo, hi in b:
+        i = bisect.bisect_left(res, lo, key=_hi)
+        j = i
+        while j < len(res) and res[j][0] <= hi:
+            j += 1
+        if i == j:
+            continue
+        mid: list[Interval] = []
+        if res[i][0] < lo:
+            mid.append((res[i][0], lo - 1))
+        if res[j - 1][1] > hi:
+            mid.append((hi + 1, res[j - 1][1]))
+        res = res[:i] + tuple(mid) + res[j:]
+    return res
+
+
 def iv_sub(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     """The numbers of a that are not in b."""
+    if len(a) > 8 * len(b):
+        return _sub_short(a, b)
     out: list[Interval] = []
     j = 0
     for lo, hi in a:
@@ -129,6 +170,12 @@ def iv_contains(a: IntervalSet, value: int) -> bool:
 
 def box_and(a: Box, b: Box) -> Box | None:
     """The intersection of two boxes, or None when it is empty."""
+    # Bounds first, last dimension first (the analysis puts addresses there): most pairs
+    # of boxes are apart in some dimension, and this finds it without building anything.
+    for d in range(len(a) - 1, -1, -1):
+        x, y = a[d], b[d]
+        if x[0][0] > y[-1][1] or y[0][0] > x[-1][1]:
+            return None
     out = []
     for x, y in zip(a, b):
         z = iv_and(x, y)
@@ -141,17 +188,20 @@ def box_and(a: Box, b: Box) -> Box | None:
 def box_sub(a: Box, b: Box) -> list[Box]:
     """a minus b as disjoint boxes: one piece per dimension where b does not cover a.
 
-    Piece d keeps a∩b in the dimensions before d, a−b in d and a after it, so the pieces
-    are disjoint and their union is exactly a − b.
+    Dimensions are cut last first: piece d keeps a∩b in the dimensions after d, a−b in d
+    and a before it, so the pieces are disjoint and their union is exactly a − b. The
+    first piece is the big one (a−b in its dimension, the rest whole); the later ones lie
+    inside b in the dimensions already cut, so where the last dimensions are the most
+    selective (addresses), a run of cuts leaves one big box and small slivers.
     """
     inter = box_and(a, b)
     if inter is None:
         return [a]
     out: list[Box] = []
-    for d in range(len(a)):
+    for d in range(len(a) - 1, -1, -1):
         rest = iv_sub(a[d], b[d])
         if rest:
-            out.append(inter[:d] + (rest,) + a[d + 1:])
+            out.append(a[:d] + (rest,) + inter[d + 1:])
     return out
 
 

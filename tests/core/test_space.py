@@ -80,6 +80,15 @@ class TestIntervalSets:
         assert iv_subset(a, b) == (pa <= pb)
         assert iv_sub(a, b) == iv(pa - pb)  # results are canonical too
 
+    @given(a=st.frozensets(st.integers(0, 400), max_size=300).map(iv),
+           b=st.frozensets(st.integers(0, 400), max_size=6).map(iv))
+    def test_long_and_short(self, a: tuple[tuple[int, int], ...],
+                            b: tuple[tuple[int, int], ...]) -> None:
+        """The binary-search paths (one set much longer than the other) are exact too."""
+        pa, pb = _points(a), _points(b)
+        assert iv_and(a, b) == iv(pa & pb) == iv_and(b, a)
+        assert iv_sub(a, b) == iv(pa - pb)
+
 
 class TestRegions:
     """Boxes and regions behave as the sets of points they hold, and stay disjoint."""
