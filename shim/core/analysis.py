@@ -88,8 +88,8 @@ class Partition:
         return tuple(b for part in self.reach[i] for b in part)
 
     def candidates(self, i: int) -> list[int]:
-        """Rules before i whose boxes meet rule i's, in table order."""
-        return self.earlier[i]
+        """Rules before i whose boxes meet rule i's, in table order ([] past stopped_at)."""
+        return self.earlier[i] if i < len(self.earlier) else []
 
 
 def _atom_index(atoms: list[IntervalSet], s: IntervalSet) -> list[int]:
