@@ -177,3 +177,22 @@ class TestDiffAgreesWithC:
             inside = [g for g in groups if region_contains(g.boxes, point)]
             assert (va[i] != vb[j]) == bool(inside)
             assert all((g.a, g.b) == (i, j) for g in inside)
+
+
+class TestPartitionAgreesWithC:
+    """Sampled packets: the decision whose region holds a packet is the one C gives it."""
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(table=tables(), data=st.data())
+    def test_each_point_in_its_winners_region(self, table: RuleTable, data: st.DataObject) -> None:
+        """Exactly one region holds each sampled point, and it is the C walk's decision."""
+        space = space_for([table], hooks=frozenset(Hook))
+        part = partition(table, space)
+        native = cli_analysis._native(table, space)
+        universe = space.universe()
+        for _ in range(20):
+            box = data.draw(st.sampled_from(universe))
+            point = tuple(data.draw(st.integers(*data.draw(st.sampled_from(d)))) for d in box)
+            got = native.classify(packet(point), point[0], point[1], point[2])
+            holders = [i for i in range(len(part.reach)) if region_contains(part.region(i), point)]
+            assert holders == [got]
