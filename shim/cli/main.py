@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from shim import __version__
-from shim.cli import daemon, policy, testbed
+from shim.cli import analysis, daemon, policy, testbed
 from shim.cli.common import AddCommand
 from shim.core.errors import ShimError
 
@@ -22,7 +22,7 @@ __all__ = ["COMMAND_GROUPS", "build_parser", "main"]
 
 # One module per command group, each registering its subcommands; --help lists them in this order.
 COMMAND_GROUPS: tuple[Callable[[AddCommand], None], ...] = (
-    daemon.add_commands, policy.add_commands, testbed.add_commands)
+    daemon.add_commands, policy.add_commands, analysis.add_commands, testbed.add_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,13 +25,13 @@ __all__ = ["add_commands"]
 def cmd_check(args: argparse.Namespace) -> int:
     from shim.config.loader import load_config
     from shim.daemon.compile import compile_config
-    from shim.core.lint import lint
+    from shim.cli.analysis import check_warnings
 
     cfg_dir = config_dir(args.config)
     config = load_config(cfg_dir)
     try:
         compiled = compile_config(config)
-        warnings = lint(compiled.table)
+        warnings = check_warnings(compiled.table)
     except ShimError:
         raise
     except Exception as exc:  # noqa: BLE001 - check never crashes: one line, exit 2

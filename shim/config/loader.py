@@ -42,7 +42,7 @@ from shim.core.model import (
 
 __all__ = ["MAIN_FILE", "MAX_DROPINS", "MAX_FILE_BYTES", "MAX_RULES", "MAX_TOTAL_BYTES",
            "RULES_DIR", "Config", "ControlAddress", "control_address", "load_config",
-           "parse_verdict"]
+           "parse_match", "parse_verdict"]
 
 MAIN_FILE = "icmp6-shim.toml"
 RULES_DIR = "rules.d"
@@ -427,7 +427,8 @@ _MATCH_KEYS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "nd_valid": ("nd_valid", cv.boolean),
     "mtu": ("mtu", lambda v: parse_range(v, 0, 0xFFFFFFFF)),
 }
-_RULE_KEYS = frozenset({"name", "priority", "description", "log", "verdict", "code"}
+_RULE_KEYS = frozenset({"name", "priority", "description", "log", "verdict", "code",
+                        "override_hardening"}
                        | _MATCH_KEYS.keys())
 
 
@@ -464,6 +465,7 @@ def _rule(item: dict[str, Any], path: str, order: int, index: int, settings: Set
             verdict=_get(item, "verdict", lambda v: parse_verdict(v, settings.marks), None),
             description=_get(item, "description", cv.string, ""),
             log=_get(item, "log", cv.boolean, False),
+            hardening=_get(item, "override_hardening", cv.boolean, False),
             match=_match(item), file=path, file_order=order, index=index)
     except _KeyBad as exc:
         raise ConfigError(f"{path}: {label}: key {exc.key!r}: {exc}") from None
@@ -506,3 +508,18 @@ def _match(item: dict[str, Any]) -> Match:
         return Match(**fields)
     except ValueError as exc:
         raise _KeyBad(next(iter(item)), str(exc)) from None
+
+
+def parse_match(item: dict[str, Any], where: str) -> Match:
+    """The Match of rule keys given elsewhere than in a file (e.g. `search` arguments).
+
+    Raises:
+        ConfigError: an unknown key or a bad value, naming `where` and the key.
+    """
+    try:
+        for key in item:
+            if key not in _MATCH_KEYS and key != "code":
+                raise _KeyBad(key, "not a match key" + _hint(key, [*_MATCH_KEYS, "code"]))
+        return _match(item)
+    except _KeyBad as exc:
+        raise ConfigError(f"{where}: key {exc.key!r}: {exc}") from None

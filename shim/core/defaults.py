@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_BAND",
     "DEFAULT_RULES",
     "DRAFT",
+    "HARDENING_BAND",
     "DRAFT_ROWS",
     "INBOUND_HOOKS",
     "LOCAL_HOOKS",
@@ -30,6 +31,9 @@ __all__ = [
 
 DRAFT = "draft-arkko-icmpv6-ike-effects-02"
 DEFAULT_BAND = (1000, 1999)
+# The hardening defaults: evaluated before every rule that does not ask to go above them
+# (`override_hardening = true`), whatever its priority (docs/rules.md "Hardening").
+HARDENING_BAND = (1000, 1099)
 
 # The draft's §6 table: (message, type, role, use-IKE, footnotes).
 DRAFT_ROWS: tuple[tuple[str, int, Role, IkeUse, str], ...] = (
@@ -220,7 +224,8 @@ _add(1900, "non-first-fragment", ACCEPT,
 
 DEFAULT_RULES: tuple[Rule, ...] = tuple(
     Rule(name=n, priority=p, origin=Origin.DEFAULT, match=m, verdict=v,
-         description=d, citation=c, file="<defaults>", index=i)
+         description=d, citation=c, file="<defaults>", index=i,
+         hardening=HARDENING_BAND[0] <= p <= HARDENING_BAND[1])
     for i, (p, n, v, d, c, m) in enumerate(_SPECS)
 )
 

@@ -42,8 +42,16 @@ def _must_not(r: Rule, table: RuleTable) -> bool:
             and all(table.type_ike[t] == IkeUse.MUST_NOT for t in ts))
 
 
-def lint(table: RuleTable) -> list[str]:
+def lint(table: RuleTable, *, unreachable: bool = True, overlaps: bool = True) -> list[str]:
     """Warnings about a table: unreachable rules, MUST NOT overrides, replacements.
+
+    Args:
+        table: the effective table.
+        unreachable: also report rules one earlier rule covers (the quick, single-rule
+            test); `check` turns it off and reports the exact analysis instead
+            (shim.core.findings).
+        overlaps: also report user rules that may take a MUST NOT default's packets
+            (errs towards yes); `check` reports the exact ones instead.
 
     Returns:
         One sentence per finding, in table order; empty for the defaults alone.
@@ -62,12 +70,12 @@ def lint(table: RuleTable) -> list[str]:
     index = coverage.CoverIndex()
     users: list[int] = []  # user rules so far, for the MUST NOT overlaps (few such defaults)
     for j, b in enumerate(rules):
-        first = index.add(shapes[j])
+        first = index.add(shapes[j]) if unreachable else None
         a = rules[first] if first is not None else None
-        if a is not None and Origin.USER in (a.origin, b.origin):
+        if unreachable and a is not None and Origin.USER in (a.origin, b.origin):
             out.append(f"{_label(b)} can never match: {_label(a)} comes first and matches "
                        "every packet it does")
-        if _must_not(b, table):
+        if overlaps and _must_not(b, table):
             out += [f"{_label(u)} comes before {_label(b)} and can take its packets "
                     f"({describe_verdict(u.verdict)} instead of {describe_verdict(b.verdict)}): "
                     f"{DRAFT} §6 fn 6, these messages MUST NOT use dynamic SAs"
@@ -75,7 +83,7 @@ def lint(table: RuleTable) -> list[str]:
                     if u.verdict != b.verdict and coverage.overlaps(shapes[i], shapes[j])]
         if b.origin is Origin.USER:
             users.append(j)
-    if index.incomplete:
+    if unreachable and index.incomplete:
         out.append(f"{index.incomplete} rules were not fully checked for being unreachable: each "
                    f"has more than {index.budget} earlier rules with the same addresses, "
                    "interfaces and flags (only codes, hooks, classes or ranges differ); some "

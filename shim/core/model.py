@@ -440,6 +440,10 @@ class Rule:
     file: str = ""
     file_order: int = 0
     index: int = 0
+    # In the hardening band, evaluated before every rule outside it (shim.core.rules
+    # order_key): the hardening defaults, a user rule with `override_hardening = true`,
+    # and a user rule that replaces a hardening default by name.
+    hardening: bool = False
 
     def __post_init__(self) -> None:
         if self.priority is not None and not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:

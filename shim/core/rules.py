@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: MIT
 """The rule table: defaults and user rules in one total order; first match wins.
 
-Rule 1: one order, written once in `order_key`: (priority, origin rank
-user=0 default=1, file order, index in file). Lower priority numbers are
-evaluated first, as in nftables and xfrm.
+Rule 1: one order, written once in `order_key`: (band, priority, origin rank
+user=0 default=1, file order, index in file). The band puts the hardening rules
+(Rule.hardening) before every other rule; lower priority numbers are evaluated
+first within a band, as in nftables and xfrm.
 Rule 2: a user rule named like a default replaces that default wholesale;
-without its own priority it takes the default's place.
+without its own priority it takes the default's place (a hardening default's
+replacement stays in the hardening band).
 Rule 3: every packet gets exactly one Decision: the first matching rule's,
 the explicit Settings.no_match one (index len(rules)), or, for complete
 traffic that is not ICMPv6 (`is_non_icmpv6`), the fixed non-ICMPv6 accept
@@ -91,10 +93,11 @@ def _no_interfaces(name: str) -> int:
     return 0
 
 
-def order_key(rule: Rule) -> tuple[int, int, int, int]:
-    """The one total order of the table: (priority, user before builtin, file, index)."""
+def order_key(rule: Rule) -> tuple[int, int, int, int, int]:
+    """The one total order: (hardening band first, priority, user before builtin, file, index)."""
     rank = 0 if rule.origin is Origin.USER else 1
-    return (rule.priority if rule.priority is not None else USER_DEFAULT_PRIORITY,
+    return (0 if rule.hardening else 1,
+            rule.priority if rule.priority is not None else USER_DEFAULT_PRIORITY,
             rank, rule.file_order, rule.index)
 
 
@@ -299,7 +302,8 @@ def _settle(rule: Rule, settings: Settings, replaced: Rule | None) -> Rule:
         where = f"{rule.file}: " if rule.file else ""
         raise ConfigError(f"{where}rule {rule.name!r}: key 'verdict': mark "
                           f"{rule.verdict.mark_name!r} is not defined in [marks]") from None
-    return replace(rule, priority=priority, verdict=verdict)
+    hardening = rule.hardening or (replaced is not None and replaced.hardening)
+    return replace(rule, priority=priority, verdict=verdict, hardening=hardening)
 
 
 def build_table(settings: Settings, user_rules: Sequence[Rule],
