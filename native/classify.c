@@ -292,73 +292,96 @@ static void build_side(struct icmp6_cls *c, struct side *sd, struct pfx *nodes, 
 
 /* ---- per-field bit vectors ---- */
 
-/* contract: 1 iff rule r, reduced to its constraint on field kind, matches a
- * packet whose value in that field is domain value x (keys: that field's). */
-static int field_passes(const struct icmp6_table *t, const struct icmp6_rule *r, uint32_t kind,
-                        uint32_t x, const uint64_t *keys)
+/* contract: *q = rule r reduced to its constraint on field kind (the rest
+ * "any"), *v = the view every "any" rule matches. */
+static void field_rule(const struct icmp6_rule *r, uint32_t kind, struct icmp6_rule *q,
+                       struct icmp6_view *v)
 {
-    struct icmp6_rule q;
-    struct icmp6_view v;
-    uint32_t hook = 0, indev = 0, outdev = 0;
-    icmp6_rule_any(&q);
-    memset(&v, 0, sizeof v);
-    v.icmpv6_type = -1;
-    v.icmpv6_code = -1;
-    v.nd_valid = -1;
-    v.mtu = -1;
+    icmp6_rule_any(q);
+    memset(v, 0, sizeof *v);
+    v->icmpv6_type = -1;
+    v->icmpv6_code = -1;
+    v->nd_valid = -1;
+    v->mtu = -1;
     switch (kind) {
     case K_TYPE:
-        memcpy(q.types, r->types, sizeof q.types);
-        q.need = r->need & ICMP6_NEED_TYPE;
-        q.roles = r->roles;
-        q.ike = r->ike;
-        v.icmpv6_type = x == 256 ? -1 : (int16_t)x;
+        memcpy(q->types, r->types, sizeof q->types);
+        q->need = r->need & ICMP6_NEED_TYPE;
+        q->roles = r->roles;
+        q->ike = r->ike;
         break;
     case K_CODE:
-        memcpy(q.codes, r->codes, sizeof q.codes);
-        q.need = r->need & ICMP6_NEED_CODE;
-        v.icmpv6_code = x == 256 ? -1 : (int16_t)x;
+        memcpy(q->codes, r->codes, sizeof q->codes);
+        q->need = r->need & ICMP6_NEED_CODE;
         break;
     case K_MISC:
-        q.hooks = r->hooks;
-        q.frag = r->frag;
-        q.chain_complete = r->chain_complete;
-        q.malformed = r->malformed;
-        q.need = r->need & ICMP6_NEED_ND;
-        q.nd_valid = r->nd_valid;
-        hook = x / 48u;
-        v.frag_status = (uint8_t)(x % 48u / 12u);
-        v.chain_complete = (uint8_t)(x % 12u / 6u);
-        v.malformed = x % 6u / 3u;
-        v.nd_valid = (int8_t)((int)(x % 3u) - 1);
+        q->hooks = r->hooks;
+        q->frag = r->frag;
+        q->chain_complete = r->chain_complete;
+        q->malformed = r->malformed;
+        q->need = r->need & ICMP6_NEED_ND;
+        q->nd_valid = r->nd_valid;
         break;
     case K_HOP:
-        q.hop_min = r->hop_min;
-        q.hop_max = r->hop_max;
-        v.hop_limit = (uint8_t)x;
+        q->hop_min = r->hop_min;
+        q->hop_max = r->hop_max;
         break;
     case K_CLASS:
-        q.src_classes = r->src_classes;
-        q.dst_classes = r->dst_classes;
-        v.src_class = (uint8_t)(x / 9u);
-        v.dst_class = (uint8_t)(x % 9u);
+        q->src_classes = r->src_classes;
+        q->dst_classes = r->dst_classes;
         break;
     case K_MTU:
-        q.need = r->need & ICMP6_NEED_MTU;
-        q.mtu_min = r->mtu_min;
-        q.mtu_max = r->mtu_max;
-        v.mtu = x == 0 ? -1 : (int64_t)keys[x - 1];
+        q->need = r->need & ICMP6_NEED_MTU;
+        q->mtu_min = r->mtu_min;
+        q->mtu_max = r->mtu_max;
         break;
     case K_INDEV:
-        q.indev = r->indev;
+        q->indev = r->indev;
+        break;
+    default:
+        q->outdev = r->outdev;
+        break;
+    }
+}
+
+/* contract: 1 iff q (from field_rule) matches a packet whose value in field
+ * kind is domain value x (keys: that field's), v being field_rule's view. */
+static int field_passes(const struct icmp6_table *t, const struct icmp6_rule *q,
+                        struct icmp6_view *v, uint32_t kind, uint32_t x, const uint64_t *keys)
+{
+    uint32_t hook = 0, indev = 0, outdev = 0;
+    switch (kind) {
+    case K_TYPE:
+        v->icmpv6_type = x == 256 ? -1 : (int16_t)x;
+        break;
+    case K_CODE:
+        v->icmpv6_code = x == 256 ? -1 : (int16_t)x;
+        break;
+    case K_MISC:
+        hook = x / 48u;
+        v->frag_status = (uint8_t)(x % 48u / 12u);
+        v->chain_complete = (uint8_t)(x % 12u / 6u);
+        v->malformed = x % 6u / 3u;
+        v->nd_valid = (int8_t)((int)(x % 3u) - 1);
+        break;
+    case K_HOP:
+        v->hop_limit = (uint8_t)x;
+        break;
+    case K_CLASS:
+        v->src_class = (uint8_t)(x / 9u);
+        v->dst_class = (uint8_t)(x % 9u);
+        break;
+    case K_MTU:
+        v->mtu = x == 0 ? -1 : (int64_t)keys[x - 1];
+        break;
+    case K_INDEV:
         indev = (uint32_t)keys[x];
         break;
     default:
-        q.outdev = r->outdev;
         outdev = (uint32_t)keys[x];
         break;
     }
-    return icmp6_rule_matches(t, &q, &v, hook, indev, outdev);
+    return icmp6_rule_matches(t, q, v, hook, indev, outdev);
 }
 
 /* contract: the keys of field kind over the bucket's rules (MTU: interval starts over
@@ -450,21 +473,29 @@ static int build_field(struct icmp6_cls *c, const struct icmp6_table *t, const u
         }
         return 0;
     }
-    uint32_t classes = 0;
-    for (uint32_t x = 0; x < dom; x++) {
-        uint64_t *row = &bits[(size_t)classes * words];
-        memset(row, 0, sizeof *row * words);
-        for (uint32_t i = 0; i < n; i++) {
-            if (field_passes(t, &t->rules[rules[i]], kind, x, keys)) {
-                row[i >> 6] |= 1ull << (i & 63u);
+    /* One row per domain value, rule by rule (a rule's reduced form is made
+     * once), then rows with equal bits merged into classes, in place. */
+    memset(bits, 0, mul(mul(dom, words), sizeof *bits));
+    for (uint32_t i = 0; i < n; i++) {
+        struct icmp6_rule q;
+        struct icmp6_view v;
+        field_rule(&t->rules[rules[i]], kind, &q, &v);
+        for (uint32_t x = 0; x < dom; x++) {
+            if (field_passes(t, &q, &v, kind, x, keys)) {
+                bits[(size_t)x * words + (i >> 6)] |= 1ull << (i & 63u);
             }
         }
-        uint32_t s = (uint32_t)hash_words(row, words) & (slots - 1u);
+    }
+    uint32_t classes = 0;
+    for (uint32_t x = 0; x < dom; x++) {
+        const uint64_t *src = &bits[(size_t)x * words];
+        uint32_t s = (uint32_t)hash_words(src, words) & (slots - 1u);
         while (table[s] != 0 &&
-               memcmp(&bits[(size_t)(table[s] - 1) * words], row, sizeof *row * words) != 0) {
+               memcmp(&bits[(size_t)(table[s] - 1) * words], src, sizeof *src * words) != 0) {
             s = (s + 1u) & (slots - 1u);
         }
         if (table[s] == 0) {
+            memmove(&bits[(size_t)classes * words], src, sizeof *src * words);
             table[s] = (int32_t)++classes;
         }
         map[x] = (uint32_t)table[s] - 1u;
