@@ -3,7 +3,7 @@
 
 The cdef is native/icmp6.h then native/engine.h, minus their '#' lines, so
 the headers are the one contract between C and Python. Strict flags apply
-to our C only: icmp6.c and engine.c (the batched NFQUEUE loop) turn every
+to our C only: icmp6.c, classify.c (the compiled classifier) and engine.c (the batched NFQUEUE loop) turn every
 -Wall/-Wextra/-Wpedantic/-Wshadow/-Wconversion warning into an error with
 `#pragma GCC diagnostic error`, so they fail to build on any warning
 whoever compiles them, while the cffi-generated wrapper (same
@@ -24,8 +24,8 @@ from cffi import FFI
 __all__ = ["CFLAGS", "ffibuilder"]
 
 HERE = Path(__file__).resolve().parent
-HEADERS = (HERE / "icmp6.h", HERE / "engine.h")  # cdef order: engine.h uses icmp6.h's types
-SOURCES = ("icmp6.c", "engine.c")
+HEADERS = (HERE / "icmp6.h", HERE / "classify.h", HERE / "engine.h")  # cdef order: icmp6.h first
+SOURCES = ("icmp6.c", "classify.c", "engine.c")
 
 # No -Werror here on purpose: it would also apply to the generated wrapper.
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra"]
@@ -48,7 +48,7 @@ ffibuilder.cdef(
 )
 ffibuilder.set_source(
     "shim._icmp6",
-    '#include "engine.h"',  # which includes icmp6.h
+    '#include "engine.h"\n#include "classify.h"',  # engine.h includes icmp6.h
     sources=[_rel(HERE / s) for s in SOURCES],
     include_dirs=[_rel(HERE)],
     depends=[_rel(h) for h in (*HEADERS, HERE / "strict.h")],

@@ -32,6 +32,7 @@
 #include "strict.h"
 
 #include "icmp6.h"
+#include "classify.h"
 
 #include <string.h>
 
@@ -592,10 +593,13 @@ static void fate_store(struct icmp6_fate *f, const struct icmp6_view *v, uint32_
     f->last = ICMP6_FATE_STORED;
 }
 
-/* contract: index of the first rule of t matching v (t->n_rules if none). */
-static uint32_t walk_rules(const struct icmp6_table *t, const struct icmp6_view *v,
-                           uint32_t hook, uint32_t indev, uint32_t outdev)
+/* contract: see icmp6.h. */
+uint32_t icmp6_walk(const struct icmp6_table *t, const struct icmp6_view *v, uint32_t hook,
+                    uint32_t indev, uint32_t outdev)
 {
+    if (t == NULL || v == NULL) {
+        return t != NULL ? t->n_rules : 0;
+    }
     uint32_t n = t->rules != NULL ? t->n_rules : 0;
     uint32_t i = n;
     if (t->cand_off != NULL && t->cand != NULL) {
@@ -654,7 +658,8 @@ uint32_t icmp6_classify(const struct icmp6_table *t, const uint8_t *buf,
         if (t->non_icmpv6 && icmp6_is_non_icmpv6(scratch)) {
             i = t->n_rules + 1u;
         } else {
-            i = walk_rules(t, scratch, hook, indev, outdev);
+            i = t->cls != NULL ? icmp6_cls_first(t->cls, t, scratch, hook, indev, outdev)
+                               : icmp6_walk(t, scratch, hook, indev, outdev);
         }
         if (f != NULL && scratch->frag_status == ICMP6_FRAG_FIRST) {
             fate_store(f, scratch, hook, indev, outdev, i);

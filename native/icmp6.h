@@ -196,6 +196,9 @@ struct icmp6_fate {
     uint64_t unknown;            /* non-first fragments of no remembered datagram */
 };
 
+/* The compiled classifier (classify.h); opaque here. */
+struct icmp6_cls;
+
 struct icmp6_table {
     uint32_t n_rules;
     const struct icmp6_rule *rules;  /* in evaluation order */
@@ -217,6 +220,9 @@ struct icmp6_table {
      * n_rules + 1 without a rule walk (rules are written for ICMPv6). */
     uint32_t non_icmpv6;
     struct icmp6_fate *fate;         /* NULL: every fragment is walked like any packet */
+    /* Optional compiled classifier built from these rules (icmp6_cls_build):
+     * the first match without walking the rules. NULL: the walk. Same result. */
+    const struct icmp6_cls *cls;
 };
 
 /* contract: parse buf[0..len) as an IPv6 packet into *out; never reads outside
@@ -244,6 +250,12 @@ int icmp6_rule_matches(const struct icmp6_table *t, const struct icmp6_rule *r,
 uint32_t icmp6_index_candidates(const struct icmp6_table *t, uint32_t *cand_off,
                                 uint32_t *cand, uint32_t cap);
 
+/* contract: the first rule of t matching v at hook with these devices, or
+ * t->n_rules: the plain walk (over t->cand when present), the reference the
+ * compiled classifier (t->cls) is checked against. */
+uint32_t icmp6_walk(const struct icmp6_table *t, const struct icmp6_view *v, uint32_t hook,
+                    uint32_t indev, uint32_t outdev);
+
 /* contract: 1 iff v is complete, well-formed traffic that is not ICMPv6:
  * not malformed and either (a) its whole chain up to an upper layer other
  * than ICMPv6 is present, or (b) a non-first fragment whose Fragment header
@@ -252,7 +264,8 @@ int icmp6_is_non_icmpv6(const struct icmp6_view *v);
 
 /* contract: parse buf into *scratch; a non-first fragment of a datagram in
  * t->fate gets its first fragment's index; else, with t->non_icmpv6, other
- * traffic gets n_rules + 1; else walk t->rules in order. A first fragment's
+ * traffic gets n_rules + 1; else the first matching rule of t->rules, found
+ * by t->cls when present, else by icmp6_walk. A first fragment's
  * result is stored in t->fate. Count the hit in t->hits and the ICMPv6 type
  * in t->type_hits (each if non-NULL) and return the index: of the first
  * matching rule, t->n_rules when none matches, n_rules + 1 for non-ICMPv6. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "icmp6.h"
+#include "classify.h"
 
 /* contract: abort (a crash for libFuzzer) when cond is false. */
 #define CHECK(cond) do { if (!(cond)) { abort(); } } while (0)
@@ -121,6 +122,59 @@ static void check_fate(struct icmp6_table *t, const uint8_t *pkt, size_t len, ui
     t->non_icmpv6 = 0;
 }
 
+enum { N_BIG = 20 };
+
+/* contract: abort unless the compiled classifier of a table of N_BIG rules,
+ * derived from the fixed ones with prefixes taken from the packet itself (so
+ * they anchor and contain it, or just miss it) and varied ranges, devices and
+ * hooks, gives icmp6_walk's first match; a too-small budget is refused. */
+static void check_compiled(const struct icmp6_table *base, const struct icmp6_rule *rules,
+                           const struct icmp6_view *v, const uint8_t *data, size_t size,
+                           uint32_t hook)
+{
+    static struct icmp6_rule big[N_BIG];
+    struct icmp6_table t = *base;
+    for (uint32_t i = 0; i < N_BIG; i++) {
+        uint8_t b = data[i % size];
+        big[i] = rules[i % N_RULES];
+        if (b & 1u) {
+            memcpy(big[i].src_prefix, v->src, 16);
+            big[i].src_plen = (uint8_t)((b >> 1) % 130u);
+            big[i].src_prefix[(b >> 3) % 16u] ^= (uint8_t)(b & 0x80u);
+        }
+        if (b & 2u) {
+            memcpy(big[i].dst_prefix, v->dst, 16);
+            big[i].dst_plen = (uint8_t)(i % 3u == 0 ? 128u : (i * 13u) % 140u);
+        }
+        if (b & 4u) {
+            big[i].hop_min = (uint8_t)(b & 0xf0u);
+            big[i].hop_max = (uint8_t)(big[i].hop_min + (b & 0x0fu) * 16u);
+        }
+        if (b & 8u) {
+            big[i].indev = i % 2u ? 2u : 5u;
+            big[i].outdev = i % 3u ? 0u : 3u;
+        }
+        if (b & 16u) {
+            big[i].hooks = (uint8_t)(1u << (b % 5u));
+            big[i].need |= ICMP6_NEED_MTU;
+            big[i].mtu_min = b * 10;
+            big[i].mtu_max = b * 100;
+        }
+    }
+    t.rules = big;
+    t.n_rules = N_BIG;
+    t.cand_off = NULL;
+    t.cand = NULL;
+    t.cls = NULL;
+    struct icmp6_cls *c = NULL;
+    CHECK(icmp6_cls_build(&t, 64, &c) == ICMP6_CLS_TOO_LARGE && c == NULL);
+    CHECK(icmp6_cls_build(&t, 64u << 20, &c) == ICMP6_CLS_OK && c != NULL);
+    for (uint32_t in = 0; in < 4; in++) {
+        CHECK(icmp6_cls_first(c, &t, v, hook, in + 2u, 3) == icmp6_walk(&t, v, hook, in + 2u, 3));
+    }
+    icmp6_cls_free(c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -169,5 +223,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t.n_cand = used;
     CHECK(icmp6_classify(&t, pkt, len, hook, 2, 3, NULL) == idx);
     check_fate(&t, pkt, len, hook, idx, &v);
+    /* The compiled classifier of the fixed table, through icmp6_classify. */
+    t.cand_off = NULL;
+    t.cand = NULL;
+    struct icmp6_cls *c = NULL;
+    CHECK(icmp6_cls_build(&t, 1u << 20, &c) == ICMP6_CLS_OK);
+    t.cls = c;
+    CHECK(icmp6_classify(&t, pkt, len, hook, 2, 3, NULL) == idx);
+    t.cls = NULL;
+    icmp6_cls_free(c);
+    check_compiled(&t, rules, &v, data, size, hook);
     return 0;
 }

@@ -26,8 +26,8 @@ fi
 FLAGS=(-std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=all -I "$HERE/..")
 mkdir -p "$BUILD/corpus" "$BUILD/corpus_engine"
-"$CC" "${FLAGS[@]}" "$HERE/../icmp6.c" "$HERE/fuzz_icmp6.c" -o "$BUILD/fuzz_icmp6"
-"$CC" "${FLAGS[@]}" "$HERE/../icmp6.c" "$HERE/../engine.c" "$HERE/fuzz_engine.c" \
+"$CC" "${FLAGS[@]}" "$HERE/../icmp6.c" "$HERE/../classify.c" "$HERE/fuzz_icmp6.c" -o "$BUILD/fuzz_icmp6"
+"$CC" "${FLAGS[@]}" "$HERE/../icmp6.c" "$HERE/../classify.c" "$HERE/../engine.c" "$HERE/fuzz_engine.c" \
     -o "$BUILD/fuzz_engine"
 
 seed() {  # seed DIR CORPUS: hex seed files -> binary corpus entries

@@ -32,8 +32,8 @@ from shim.core.model import (
     PacketView,
 )
 
-__all__ = ["DEFAULT_EXT_LIMIT", "EXT_MAX", "FATE_HOW", "FATE_TTL", "NativeTable", "U32",
-           "is_non_icmpv6", "parse"]
+__all__ = ["CLASSIFIER_MAX_BYTES", "DEFAULT_EXT_LIMIT", "EXT_MAX", "FATE_HOW", "FATE_TTL",
+           "NativeTable", "TableTooLarge", "U32", "is_non_icmpv6", "parse"]
 
 DEFAULT_EXT_LIMIT = 16
 EXT_MAX: int = int(lib.ICMP6_EXT_MAX)
@@ -42,6 +42,9 @@ _ABSENT: int = int(lib.ICMP6_ADDR_ABSENT)
 _FRAG_NONE: int = int(lib.ICMP6_FRAG_NONE)
 U32 = 0xFFFFFFFF
 FATE_TTL = 60  # seconds: the kernel's reassembly timeout (ip6frag_time), so no datagram outlives it
+# Memory one table's compiled classifier may hold (native/classify.h). 10,000 realistic
+# rules need a few MiB; a table shaped so that it would need more is refused, not built.
+CLASSIFIER_MAX_BYTES = 256 << 20
 # Index = enum icmp6_fate_how.
 FATE_HOW: tuple[str, ...] = ("none", "stored", "followed", "unknown")
 
@@ -148,6 +151,10 @@ def is_non_icmpv6(view_bytes: bytes, ext_limit: int = DEFAULT_EXT_LIMIT) -> bool
     return bool(lib.icmp6_is_non_icmpv6(v))
 
 
+class TableTooLarge(ValueError):
+    """The rules' compiled classifier would need more memory than its limit."""
+
+
 def _bitset(values: frozenset[int] | None, what: str) -> list[int]:
     """The 4 x 64-bit set of a type or code set; None is every value."""
     if values is None:
@@ -201,6 +208,7 @@ class NativeTable:
         "_cand",
         "_cand_off",
         "_classify",
+        "_cls",
         "_fate",
         "_fate_slots",
         "_hits",
@@ -213,7 +221,8 @@ class NativeTable:
     )
 
     def __init__(self, rules: Sequence[NativeRule], type_role: bytes, type_ike: bytes,
-                 ext_limit: int, *, fate_slots: int = 0, fate_ttl: int = FATE_TTL) -> None:
+                 ext_limit: int, *, fate_slots: int = 0, fate_ttl: int = FATE_TTL,
+                 compiled: bool = True, max_bytes: int = CLASSIFIER_MAX_BYTES) -> None:
         """Build the C table.
 
         Index n_rules is "no rule matched", n_rules + 1 "not ICMPv6": complete
@@ -228,8 +237,12 @@ class NativeTable:
             fate_slots: datagrams the fragment fate table remembers (0: none, so
                 every non-first fragment is walked like any packet).
             fate_ttl: seconds a remembered datagram is followed.
+            compiled: build the compiled classifier (native/classify.h); False keeps
+                the plain walk, the reference it is tested against.
+            max_bytes: memory the compiled classifier may hold.
 
         Raises:
+            TableTooLarge: the compiled classifier would need more than max_bytes.
             ValueError: a table is not 256 octets or a rule field is out of range.
             OverflowError: a rule field does not fit its C type.
         """
@@ -276,9 +289,36 @@ class NativeTable:
             self._table.cand_off = self._cand_off
             self._table.cand = self._cand
             self._table.n_cand = used
+        self._cls = self._build_classifier(max_bytes) if compiled else None
+        if self._cls is not None:
+            self._table.cls = self._cls
         self._scratch = ffi.new("struct icmp6_view *")
         self._classify = lib.icmp6_classify
         self._matches = lib.icmp6_rule_matches
+
+    def _build_classifier(self, max_bytes: int) -> Any:
+        """Build the compiled classifier of this table's rules, freed with the table."""
+        out = ffi.new("struct icmp6_cls **")
+        status = lib.icmp6_cls_build(self._table, max(0, min(max_bytes, (1 << 64) - 1)), out)
+        if status == lib.ICMP6_CLS_TOO_LARGE:
+            raise TableTooLarge(f"{self._n} rules need a compiled classifier larger than "
+                                f"{max_bytes >> 20} MiB")
+        if status == lib.ICMP6_CLS_NOMEM:
+            raise MemoryError("out of memory building the compiled classifier")
+        if status != lib.ICMP6_CLS_OK:
+            raise ValueError(f"icmp6_cls_build refused the table (status {status})")
+        return ffi.gc(out[0], lib.icmp6_cls_free)
+
+    def classifier_stats(self) -> dict[str, int]:
+        """What the compiled classifier holds (struct icmp6_cls_stats); zeros without one."""
+        s = ffi.new("struct icmp6_cls_stats *")
+        lib.icmp6_cls_stats(self._cls if self._cls is not None else ffi.NULL, s)
+        return {name: int(getattr(s, name)) for name, _ in ffi.typeof(s[0]).fields}
+
+    @property
+    def compiled(self) -> bool:
+        """Whether classify() uses the compiled classifier (else the plain walk)."""
+        return self._cls is not None
 
     @property
     def c_table(self) -> Any:

@@ -12,13 +12,14 @@ import socket
 from dataclasses import dataclass
 
 from shim.config.loader import Config
+from shim.core.errors import ConfigError
 from shim.core.model import NO_IFINDEX
-from shim.bindings.icmp6 import NativeTable
+from shim.bindings.icmp6 import CLASSIFIER_MAX_BYTES, NativeTable, TableTooLarge
 from shim.adapters.reader import Judge
 from shim.core.rules import RuleTable, build_table
 from shim.core.shadow import Shadow
 
-__all__ = ["Compiled", "compile_config", "ifindex"]
+__all__ = ["MAX_CLASSIFIER_BYTES", "Compiled", "compile_config", "ifindex"]
 
 def ifindex(name: str) -> int:
     """Interface name -> index, or NO_IFINDEX (never matches) when it does not exist (yet).
@@ -47,14 +48,17 @@ def compile_config(config: Config) -> Compiled:
     """Build the rule table, its C form and the Judge.
 
     Raises:
-        ConfigError: the rules do not form a valid table.
+        ConfigError: the rules do not form a valid table, or their compiled
+            classifier would exceed its memory limit.
     """
     table = build_table(config.settings, config.rules)
-    native = _native(table, config.settings.ext_limit)
+    native = _native(table, config.settings.ext_limit,
+                     config.files[0] if config.files else "the built-in config")
     shadow = None
     if config.shadow_rules is not None:
         candidate = build_table(config.settings, config.rules + config.shadow_rules)
-        shadow = Shadow(classify=_native(candidate, config.settings.ext_limit).classify,
+        shadow = Shadow(classify=_native(candidate, config.settings.ext_limit,
+                                         str(config.settings.shadow)).classify,
                         decisions=candidate.decisions, source=str(config.settings.shadow))
     return Compiled(config=config, table=table, native=native,
                     judge=Judge.build(native.classify, table.decisions, shadow,
@@ -67,6 +71,16 @@ def compile_config(config: Config) -> Compiled:
 FATE_SLOTS = 4096
 
 
-def _native(table: RuleTable, ext_limit: int) -> NativeTable:
-    return NativeTable(table.native_rules(ifindex), table.type_role, table.type_ike, ext_limit,
-                       fate_slots=FATE_SLOTS)
+# Memory one table's compiled classifier may hold, read at each compile.
+MAX_CLASSIFIER_BYTES = CLASSIFIER_MAX_BYTES
+
+
+def _native(table: RuleTable, ext_limit: int, source: object) -> NativeTable:
+    """The C table with its compiled classifier; a classifier over its limit is a ConfigError."""
+    max_bytes = MAX_CLASSIFIER_BYTES
+    try:
+        return NativeTable(table.native_rules(ifindex), table.type_role, table.type_ike,
+                           ext_limit, fate_slots=FATE_SLOTS, max_bytes=max_bytes)
+    except TableTooLarge as exc:
+        raise ConfigError(f"{source}: {exc} (limit {max_bytes >> 20} MiB); "
+                          f"split or merge rules that share a prefix") from exc

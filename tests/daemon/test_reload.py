@@ -81,6 +81,26 @@ class TestServiceReload:
         assert snap["last_reload_error"] == "internal error: MemoryError: no room for the table"
         assert "last reload failed, old table kept: internal error: MemoryError" in svc.status_line()
 
+    def test_classifier_over_its_limit_keeps_the_old_table(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Rules whose compiled classifier exceeds the limit: a ConfigError, the old table stays."""
+        from shim.daemon import compile as compile_module
+        svc = self.make(tmp_path)
+        old = svc.compiled
+        (tmp_path / "icmp6-shim.toml").write_text("".join(
+            f'[[rule]]\nname = "r{i}"\ntype = "echo-request"\nsrc = "2001:db8:{i:x}::/48"\n'
+            f'verdict = "drop"\n' for i in range(300)))
+        monkeypatch.setattr(compile_module, "MAX_CLASSIFIER_BYTES", 16 << 10)
+        assert svc.reload() is False
+        assert svc.compiled is old
+        error = str(svc.snapshot()["last_reload_error"])
+        assert "compiled classifier larger than" in error and "icmp6-shim.toml" in error
+        packet = icmp6_packet("2001:db8:5::1", "2001:db8::2", 128, 0, b"x")
+        judge = svc.compiled.judge
+        assert judge.decisions[judge.classify(packet, int(Hook.INPUT), 0, 0)].rule == "drop-echo"
+        monkeypatch.setattr(compile_module, "MAX_CLASSIFIER_BYTES", 256 << 20)
+        assert svc.reload() is True and svc.compiled.native.n_rules > 300
+
     def test_unreadable_dropin_keeps_the_rules(self, tmp_path: Path) -> None:
         """A non-UTF-8 drop-in added after start: reload fails, the user rule stays enforced."""
         svc = self.make(tmp_path)
