@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shim.core.errors import EnvironmentProblem
+from shim.lab.runner import time_scale
 
 __all__ = ["CHARON", "Charon", "SaState", "esp_unavailable", "make_ca", "make_psk", "parse_sas"]
 
@@ -193,6 +194,7 @@ swanctl {{
             raise EnvironmentProblem(f"strongSwan is not installed ({CHARON}, swanctl); install "
                                      f"the Debian packages {_PACKAGES}")
         self._write()
+        timeout *= time_scale()
         run = self.dir / "run"
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "sh", "-c",

@@ -35,7 +35,7 @@ from shim.config.loader import MAIN_FILE, load_config
 from shim.core.errors import ConfigError, EnvironmentProblem
 from shim.lab.netns import Topology, load_topology
 from shim.core.rules import build_table
-from shim.lab.runner import ShimProcess
+from shim.lab.runner import ShimProcess, time_scale
 from shim.lab.steps import POLLED, STEPS, RunContext
 from shim.lab.strongswan import Charon, esp_unavailable, make_ca, make_psk
 
@@ -289,7 +289,7 @@ def _start_capture(topo: Topology, where: str, path: str) -> subprocess.Popen[by
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     os.set_blocking(proc.stderr.fileno(), False)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5 * time_scale()
     while time.monotonic() < deadline and proc.poll() is None:  # bounded: wait for "listening"
         if b"listening" in (proc.stderr.read() or b""):
             return proc
