@@ -87,9 +87,11 @@ def _udp(run: RunContext, a: dict[str, Any], within: float) -> tuple[str, str]:
 
 
 def _ping(run: RunContext, a: dict[str, Any], within: float) -> tuple[str, str]:
+    size = ["-s", str(int(a["size"]))] if "size" in a else []
     proc = run.topo.run(str(a["from"]), "ping", "-6", "-c", "1", "-W", str(max(int(within), 1)),
-                    str(a["addr"]), timeout=within + 10)
-    return f"ping {a['from']} -> {a['addr']}", "ok" if proc.returncode == 0 else "fail"
+                        *size, str(a["addr"]), timeout=within + 10)
+    sized = f" ({int(a['size'])} octets of data)" if size else ""
+    return f"ping {a['from']} -> {a['addr']}{sized}", "ok" if proc.returncode == 0 else "fail"
 
 
 def _neighbor(run: RunContext, a: dict[str, Any], within: float) -> tuple[str, str]:
@@ -196,7 +198,7 @@ Fn = Callable[[RunContext, dict[str, Any], float], tuple[str, str]]
 STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Fn]] = {
     "wait": (("seconds",), (), _wait),
     "udp": (("from", "to", "addr", "port"), ("size", "count"), _udp),
-    "ping": (("from", "addr"), (), _ping),
+    "ping": (("from", "addr"), ("size",), _ping),
     "neighbor": (("node", "addr"), (), _neighbor),
     "route_mtu": (("node", "addr"), (), _route_mtu),
     "address": (("node", "prefix"), (), _address),
