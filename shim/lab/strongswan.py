@@ -68,31 +68,34 @@ def make_psk() -> str:
     return "0s" + base64.b64encode(os.urandom(32)).decode()
 
 
-def _pki(*argv: str, stdin: bytes | None = None) -> bytes:
+def _pki(conf: Path, *argv: str, stdin: bytes | None = None) -> bytes:
     if shutil.which("pki") is None:
         raise EnvironmentProblem(f"'pki' is not installed; install the Debian packages {_PACKAGES}")
-    proc = subprocess.run(["pki", *argv], input=stdin, capture_output=True, timeout=120)
+    proc = subprocess.run(["pki", *argv], input=stdin, capture_output=True,
+                          timeout=120 * time_scale(), env={**os.environ, "STRONGSWAN_CONF": str(conf)})
     if proc.returncode != 0:
         raise EnvironmentProblem(f"pki {argv[0]}: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout
 
 
 def make_ca(folder: Path, nodes: tuple[str, ...], *, bits: int = 2048) -> None:
-    """A CA and one certificate per node (subject CN=NODE, SAN NODE), RSA of `bits`.
+    """A CA (RSA 2048) and one certificate per node (subject CN=NODE, SAN NODE), RSA of `bits`.
 
     Writes folder/ca.pem, folder/NODE.pem (certificate) and folder/NODE.key.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    ca_key = _pki("--gen", "--type", "rsa", "--size", str(bits), "--outform", "pem")
+    conf = folder / "strongswan.conf"  # pki's own: the host's /etc/strongswan.conf is not read
+    conf.write_text("pki {\n  load = random nonce openssl gmp pem pkcs1 pkcs8 x509 sha1 sha2 pubkey\n}\n")
+    ca_key = _pki(conf, "--gen", "--type", "rsa", "--size", "2048", "--outform", "pem")
     (folder / "ca.key").write_bytes(ca_key)
-    ca = _pki("--self", "--ca", "--lifetime", "30", "--in", str(folder / "ca.key"),
+    ca = _pki(conf, "--self", "--ca", "--lifetime", "30", "--in", str(folder / "ca.key"),
               "--dn", "CN=icmp6-shim testbed CA", "--outform", "pem")
     (folder / "ca.pem").write_bytes(ca)
     for node in nodes:
-        key = _pki("--gen", "--type", "rsa", "--size", str(bits), "--outform", "pem")
+        key = _pki(conf, "--gen", "--type", "rsa", "--size", str(bits), "--outform", "pem")
         (folder / f"{node}.key").write_bytes(key)
-        pub = _pki("--pub", "--in", str(folder / f"{node}.key"))
-        cert = _pki("--issue", "--lifetime", "30", "--cacert", str(folder / "ca.pem"),
+        pub = _pki(conf, "--pub", "--in", str(folder / f"{node}.key"))
+        cert = _pki(conf, "--issue", "--lifetime", "30", "--cacert", str(folder / "ca.pem"),
                     "--cakey", str(folder / "ca.key"), "--dn", f"CN={node}", "--san", node,
                     "--outform", "pem", stdin=pub)
         (folder / f"{node}.pem").write_bytes(cert)

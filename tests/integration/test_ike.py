@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""Real IKE: strongSwan's charon in each namespace, the draft's deadlock and its cures.
+"""Real IKE: strongSwan's charon in each namespace, the draft's deadlock and PMTU cases.
 
-Scenario ike-deadlock, run by run, against the kernel's own state: `swanctl
+Scenarios ike-deadlock and ike-pmtu, run by run, against the kernel's own state: `swanctl
 --list-sas`, charon's log, the neighbour cache, ping, and ESP (protocol 50)
-in a tcpdump capture of b's link. The deadlock itself needs no ESP and runs
-everywhere; the runs that bring SAs up need the kernel's ESP transform: on a
+in a tcpdump capture. The failures without the shim need no ESP
+and run everywhere; the runs that bring SAs up need the kernel's ESP transform: on a
 kernel without it (the development VM) they skip with the kernel's refusal
 as the reason, and the stock-kernel lane (`make test-vm`) runs them.
 """
@@ -76,3 +76,19 @@ class TestIkeDeadlock:
         assert got["swanctl"] == ["established", "established"]
         assert got["ping"][1] == "ok" and got["wire"] == ["seen"]
         assert not any("unable to install" in line for line in lines), "\n".join(lines)
+
+
+class TestIkePmtu:
+    def test_without_shim_ptb_dropped_and_ike_auth_gives_up(self) -> None:
+        got, _ = _observe("ike-pmtu", "without")
+        assert got["swanctl"][0] in ("connecting", "none")
+        assert got["charon_log"] == ["found", "absent"]  # gave up; never established
+        assert got["wire"][0] == "seen" and got["route_mtu"] == ["none"]  # PTB came, was dropped
+        assert got["ping"][1] == "fail" and got["wire"][1] == "none"
+
+    @pytest.mark.usefixtures("esp")
+    def test_with_shim_ptb_lowers_the_mtu_and_ike_auth_completes(self) -> None:
+        got, lines = _observe("ike-pmtu", "with")
+        assert got["route_mtu"] == ["1280"] and got["swanctl"] == ["established"]
+        assert got["ping"][1] == "ok" and got["wire"][1] == "seen"
+        assert any("packet-too-big-in" in line for line in lines), "\n".join(lines)
