@@ -35,6 +35,7 @@ from shim.config.loader import MAIN_FILE, load_config
 from shim.core.errors import ConfigError, EnvironmentProblem
 from shim.lab.netns import Topology, load_topology
 from shim.core.rules import build_table
+from shim.lab.radvd import Radvd
 from shim.lab.runner import ShimProcess, time_scale
 from shim.lab.steps import POLLED, STEPS, RunContext
 from shim.lab.strongswan import Charon, esp_unavailable, make_ca, make_psk
@@ -43,7 +44,7 @@ __all__ = ["NS_PREFIX", "Run", "Scenario", "Step", "list_scenarios", "load_scena
 
 NS_PREFIX = "i6tb-"
 _KEYS = {"name", "description", "topology", "capture", "shim", "xfrm", "xfrm_state", "swanctl",
-         "runs", "step"}
+         "radvd", "runs", "step"}
 _KEY_REF = re.compile(r"\{key:([A-Za-z0-9_-]+)\}")  # a per-run random 20-octet key (AES-GCM)
 # charon log lines shown in a run's output: what IKE did, and why it failed.
 _IKE_EVENTS = re.compile(r"^(?!.*\[(?:ENC|NET)\]).*(?:acquire|initiating|established|retransmit|"
@@ -92,6 +93,7 @@ class Scenario:
     capture: str | None                             # "node:ifname" tcpdump listens on
     states: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (node, `ip xfrm state add` args)
     swanctl: Swanctl | None = None
+    radvd: tuple[str, str] | None = None             # (node, radvd.conf text)
 
     @property
     def needs_esp(self) -> bool:
@@ -172,6 +174,12 @@ def _parse(doc: dict[str, Any], where: str, name: str) -> Scenario:
         for node in _strings(item.get("nodes", []), f"{w} nodes"):
             state_sets.append((node, sts))
     swanctl = _swanctl(doc, where) if "swanctl" in doc else None
+    radvd = None
+    if "radvd" in doc:
+        spec = _table(doc, "radvd", where)
+        if set(spec) != {"node", "conf"} or not all(isinstance(v, str) and v for v in spec.values()):
+            raise ConfigError(f"{where}: [radvd] needs node and conf (radvd.conf text)")
+        radvd = (str(spec["node"]), str(spec["conf"]))
     runs = []
     for rname, spec in _table(doc, "runs", where).items():
         w = f"{where}: [runs.{rname}]"
@@ -195,6 +203,7 @@ def _parse(doc: dict[str, Any], where: str, name: str) -> Scenario:
         raise ConfigError(f"{where}: between 1 and {_MAX_STEPS} [[step]] tables are needed")
     used = set(shim_nodes if any(r.shim for r in runs) else ()) | {n for n, _ in xfrm_sets}
     used |= {n for n, _ in state_sets} | set(swanctl.nodes if swanctl else ())
+    used |= {radvd[0]} if radvd else set()
     used |= {str(s.args[k]) for s in steps for k in ("node", "from", "to") if k in s.args}
     capture = doc.get("capture")
     if capture is not None:
@@ -208,7 +217,7 @@ def _parse(doc: dict[str, Any], where: str, name: str) -> Scenario:
                     topology=topo.name, shim_nodes=shim_nodes, xfrm=tuple(xfrm_sets),
                     runs=tuple(runs), steps=tuple(steps),
                     capture=str(capture) if capture is not None else None,
-                    states=tuple(state_sets), swanctl=swanctl)
+                    states=tuple(state_sets), swanctl=swanctl, radvd=radvd)
 
 
 def _per_node(value: object, nodes: tuple[str, ...], where: str) -> tuple[tuple[str, str], ...]:
@@ -362,6 +371,7 @@ def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
     topo = Topology(load_topology(sc.topology), prefix=f"{NS_PREFIX}s{os.getpid() % 10000}-")
     shims: list[ShimProcess] = []
     charons: dict[str, Charon] = {}
+    radvd: Radvd | None = None
     tmp = tempfile.TemporaryDirectory(prefix="icmp6-tb-")
     cap: subprocess.Popen[bytes] | None = None
     observed: list[tuple[Step, str, bool | None]] = []
@@ -391,6 +401,11 @@ def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
                     exported, _ = derive_policies(build_table(config.settings, config.rules))
                     added = apply_xfrm(exported, topo.ns(node))
                     out(f"  [{run.name}] shim ready on {node}; exported xfrm policies: {len(added)}")
+        if sc.radvd is not None:
+            radvd = Radvd(netns=topo.ns(sc.radvd[0]), workdir=Path(tmp.name, "radvd"),
+                          conf=sc.radvd[1])
+            radvd.start()
+            out(f"  [{run.name}] radvd ready on {sc.radvd[0]}")
         charons = _charons(sc, run, topo, Path(tmp.name))
         for node, charon in charons.items():
             charon.start()
@@ -407,15 +422,20 @@ def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
             rules = Counter(str(e.get("rule")) for e in shim.events if e.get("event") == "verdict")
             seen = ", ".join(f"{r} x{n}" for r, n in sorted(rules.items())) or "none"
             out(f"  [{run.name}] shim on {node} judged: {seen}")
+        if radvd is not None and sc.radvd is not None:
+            said = [line for line in radvd.log_lines() if not re.search(r"polling|timer_handler", line)]
+            out(f"  [{run.name}] radvd on {sc.radvd[0]} said: " + " / ".join(
+                line.split(": ", 1)[-1] for line in said[-6:]))
         for node, charon in charons.items():
             _report_charon(node, charon, run.name, out,
                            _capture_path(capture, f"charon-{node}").replace(".pcap", ".log")
                            if capture else None)
     finally:
         # Each step on its own: one failing must not keep the namespaces from going.
-        for charon in charons.values():
+        daemons: list[Charon | Radvd] = [*charons.values(), *([radvd] if radvd else [])]
+        for daemon in daemons:
             try:
-                charon.stop()
+                daemon.stop()
             except Exception:  # noqa: BLE001, S110 - cleanup goes on
                 pass
         try:
