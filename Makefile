@@ -15,6 +15,11 @@ SYSTEM_PACKAGES := gcc libc6-dev pkg-config libnetfilter-queue-dev libnfnetlink-
 	systemd util-linux libclang-rt-14-dev
 # ... and the adversarial suite (make test-adversarial): the THC-IPv6 attack tools (atk6-*).
 ADVERSARIAL_PACKAGES := thc-ipv6
+# ... and the real-IKE scenarios (testbed ike-*, tests/integration/test_ike.py): strongSwan's
+# charon, swanctl and pki (the standard plugins bring openssl and gcm), and radvd. Part of
+# `make test`: on a kernel with ESP (the stock-kernel lane) those tests run.
+IKE_PACKAGES := strongswan-charon strongswan-swanctl strongswan-pki libstrongswan-standard-plugins radvd
+SYSTEM_PACKAGES += $(IKE_PACKAGES)
 ADVERSARIAL_JSON ?= adversarial-results.json
 
 .PHONY: all system-deps print-packages venv test test-adversarial test-vm demo fuzz bench clean

@@ -2,17 +2,21 @@
 """Scenario engine of `icmp6-shim testbed run`: experiments as data files.
 
 A scenario (shim/lab/data/scenarios/NAME.toml, schema in docs/testbed.md) names a
-topology, xfrm policies per node, the nodes the shim runs on, two or more
-runs (e.g. "without" the shim, "with" it on its defaults) and steps. Every
-run builds the topology afresh, performs the steps, compares each
-observation with what the scenario expects for that run, and removes
-everything it made (try/finally). Loops are bounded in count and time.
+topology, xfrm policies (and ESP SAs) per node, the nodes the shim runs on, the
+nodes a strongSwan charon runs on, two or more runs (e.g. "without" the shim,
+"with" it on its defaults) and steps. Every run builds the topology afresh,
+performs the steps, compares each observation with what the scenario expects
+for that run, and removes everything it made (try/finally). Loops are bounded
+in count and time. A scenario with SAs (or IKE) needs a kernel with ESP; on
+one without, it stops before building anything, in one line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -32,13 +36,21 @@ from shim.core.errors import ConfigError, EnvironmentProblem
 from shim.lab.netns import Topology, load_topology
 from shim.lab.owners import process
 from shim.core.rules import build_table
-from shim.lab.runner import ShimProcess
-from shim.lab.steps import POLLED, STEPS
+from shim.lab.radvd import Radvd
+from shim.lab.runner import ShimProcess, time_scale
+from shim.lab.steps import POLLED, STEPS, RunContext
+from shim.lab.strongswan import Charon, esp_unavailable, make_ca, make_psk
 
 __all__ = ["NS_PREFIX", "Run", "Scenario", "Step", "list_scenarios", "load_scenario", "run_scenario"]
 
 NS_PREFIX = "i6tb-"
-_KEYS = {"name", "description", "topology", "capture", "shim", "xfrm", "runs", "step"}
+_KEYS = {"name", "description", "topology", "capture", "shim", "xfrm", "xfrm_state", "swanctl",
+         "radvd", "runs", "step"}
+_KEY_REF = re.compile(r"\{key:([A-Za-z0-9_-]+)\}")  # a per-run random 20-octet key (AES-GCM)
+# charon log lines shown in a run's output: what IKE did, and why it failed.
+_IKE_EVENTS = re.compile(r"^(?!.*\[(?:ENC|NET)\]).*(?:acquire|initiating|established|retransmit|"
+                         r"giving up|failed|installed|unable|error|NO_PROPOSAL|authentication)",
+                         re.IGNORECASE)
 _MAX_RUNS, _MAX_STEPS = 4, 64
 
 
@@ -48,6 +60,18 @@ class Run:
     shim: bool
     config: str          # the run's icmp6-shim.toml text ("" = built-in defaults)
     export_xfrm: bool    # apply `export xfrm` of that config on the shim's nodes
+    swanctl: tuple[str, ...] = ()  # [swanctl.extra] fragments added to every charon's config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Swanctl:
+    """strongSwan in a scenario: one charon per node, its swanctl.conf, how peers authenticate."""
+
+    nodes: tuple[str, ...]
+    conf: tuple[tuple[str, str], ...]                     # (node, swanctl.conf text)
+    extra: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (name, ((node, text), ...))
+    auth: str                                             # psk | pubkey
+    bits: int                                             # RSA key size for pubkey
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +92,14 @@ class Scenario:
     runs: tuple[Run, ...]
     steps: tuple[Step, ...]
     capture: str | None                             # "node:ifname" tcpdump listens on
+    states: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (node, `ip xfrm state add` args)
+    swanctl: Swanctl | None = None
+    radvd: tuple[str, str] | None = None             # (node, radvd.conf text)
+
+    @property
+    def needs_esp(self) -> bool:
+        """SAs need the kernel's ESP transform: real ones here, or charon's."""
+        return bool(self.states) or self.swanctl is not None
 
 
 def list_scenarios() -> list[str]:
@@ -130,14 +162,38 @@ def _parse(doc: dict[str, Any], where: str, name: str) -> Scenario:
             raise ConfigError(f"{w} policies: {exc}") from None
         for node in _strings(item.get("nodes", []), f"{w} nodes"):
             xfrm_sets.append((node, tuple(f"dir {d} {p}" if d else p for p in pols for d in dirs)))
+    state_sets: list[tuple[str, tuple[str, ...]]] = []
+    for i, item in enumerate(doc.get("xfrm_state", [])):
+        w = f"{where}: [[xfrm_state]] #{i + 1}"
+        if not isinstance(item, dict) or set(item) - {"nodes", "states"}:
+            raise ConfigError(f"{w}: keys are nodes, states")
+        sts = _strings(item.get("states", []), f"{w} states")
+        try:
+            [shlex.split(st) for st in sts]
+        except ValueError as exc:
+            raise ConfigError(f"{w} states: {exc}") from None
+        for node in _strings(item.get("nodes", []), f"{w} nodes"):
+            state_sets.append((node, sts))
+    swanctl = _swanctl(doc, where) if "swanctl" in doc else None
+    radvd = None
+    if "radvd" in doc:
+        spec = _table(doc, "radvd", where)
+        if set(spec) != {"node", "conf"} or not all(isinstance(v, str) and v for v in spec.values()):
+            raise ConfigError(f"{where}: [radvd] needs node and conf (radvd.conf text)")
+        radvd = (str(spec["node"]), str(spec["conf"]))
     runs = []
     for rname, spec in _table(doc, "runs", where).items():
         w = f"{where}: [runs.{rname}]"
-        if not isinstance(spec, dict) or set(spec) - {"shim", "config", "export_xfrm"}:
-            raise ConfigError(f"{w}: keys are shim, config, export_xfrm")
+        if not isinstance(spec, dict) or set(spec) - {"shim", "config", "export_xfrm", "swanctl"}:
+            raise ConfigError(f"{w}: keys are shim, config, export_xfrm, swanctl")
         on = spec.get("shim", False) is True
+        extra = _strings(spec["swanctl"], f"{w} swanctl") if spec.get("swanctl") else ()
+        known = {name for name, _ in swanctl.extra} if swanctl else set()
+        if set(extra) - known:
+            raise ConfigError(f"{w}: swanctl names {', '.join(sorted(set(extra) - known))}, not in "
+                              f"[swanctl.extra] ({', '.join(sorted(known)) or 'none'})")
         runs.append(Run(name=rname, shim=on, config=str(spec.get("config", "")),
-                        export_xfrm=spec.get("export_xfrm", on) is True))
+                        export_xfrm=spec.get("export_xfrm", on) is True, swanctl=extra))
     if any(r.shim for r in runs) and not shim_nodes:
         raise ConfigError(f"{where}: a run has shim = true but [shim] nodes is empty")
     if not 1 <= len(runs) <= _MAX_RUNS:
@@ -147,6 +203,8 @@ def _parse(doc: dict[str, Any], where: str, name: str) -> Scenario:
     if not 1 <= len(steps) <= _MAX_STEPS:
         raise ConfigError(f"{where}: between 1 and {_MAX_STEPS} [[step]] tables are needed")
     used = set(shim_nodes if any(r.shim for r in runs) else ()) | {n for n, _ in xfrm_sets}
+    used |= {n for n, _ in state_sets} | set(swanctl.nodes if swanctl else ())
+    used |= {radvd[0]} if radvd else set()
     used |= {str(s.args[k]) for s in steps for k in ("node", "from", "to") if k in s.args}
     capture = doc.get("capture")
     if capture is not None:
@@ -159,7 +217,42 @@ def _parse(doc: dict[str, Any], where: str, name: str) -> Scenario:
     return Scenario(name=str(doc.get("name", name)), description=str(doc.get("description", "")),
                     topology=topo.name, shim_nodes=shim_nodes, xfrm=tuple(xfrm_sets),
                     runs=tuple(runs), steps=tuple(steps),
-                    capture=str(capture) if capture is not None else None)
+                    capture=str(capture) if capture is not None else None,
+                    states=tuple(state_sets), swanctl=swanctl, radvd=radvd)
+
+
+def _per_node(value: object, nodes: tuple[str, ...], where: str) -> tuple[tuple[str, str], ...]:
+    """A swanctl.conf text for every node: one string for all, or a table node -> string."""
+    if isinstance(value, str):
+        return tuple((n, value) for n in nodes)
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f"{where}: a string, or a table node = string")
+    if set(value) - set(nodes):
+        raise ConfigError(f"{where}: {', '.join(sorted(set(value) - set(nodes)))} not in "
+                          "[swanctl] nodes")
+    return tuple((n, str(value.get(n, ""))) for n in nodes)
+
+
+def _swanctl(doc: dict[str, Any], where: str) -> Swanctl:
+    w = f"{where}: [swanctl]"
+    spec = _table(doc, "swanctl", where)
+    if set(spec) - {"nodes", "conf", "extra", "auth", "bits"}:
+        raise ConfigError(f"{w}: keys are nodes, conf, extra, auth, bits")
+    nodes = _strings(spec.get("nodes", []), f"{w} nodes")
+    auth = spec.get("auth", "psk")
+    if auth not in ("psk", "pubkey"):
+        raise ConfigError(f"{w}: auth must be psk or pubkey, not {auth!r}")
+    bits = spec.get("bits", 2048)
+    if not isinstance(bits, int) or bits not in (2048, 3072, 4096):
+        raise ConfigError(f"{w}: bits must be 2048, 3072 or 4096")
+    conf = _per_node(spec.get("conf", ""), nodes, f"{w} conf")
+    if not all(text.strip() for _, text in conf):
+        raise ConfigError(f"{w} conf: every node of [swanctl] nodes needs a swanctl.conf")
+    extra = spec.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{w} extra: a table name = swanctl.conf text (or node = text)")
+    fragments = tuple((k, _per_node(v, nodes, f"{w} extra.{k}")) for k, v in extra.items())
+    return Swanctl(nodes=nodes, conf=conf, auth=str(auth), bits=bits, extra=fragments)
 
 
 def _step(item: object, where: str, runs: set[str]) -> Step:
@@ -206,7 +299,7 @@ def _start_capture(topo: Topology, where: str, path: str) -> subprocess.Popen[by
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     os.set_blocking(proc.stderr.fileno(), False)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5 * time_scale()
     while time.monotonic() < deadline and proc.poll() is None:  # bounded: wait for "listening"
         if b"listening" in (proc.stderr.read() or b""):
             return proc
@@ -225,15 +318,68 @@ def _stop_capture(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def _charons(sc: Scenario, run: Run, topo: Topology, base: Path) -> dict[str, Charon]:
+    """The run's charons, configured (not started): per-run PSK or certificates."""
+    spec = sc.swanctl
+    if spec is None:
+        return {}
+    psk = make_psk() if spec.auth == "psk" else None
+    ca = base / "pki" if spec.auth == "pubkey" else None
+    if ca is not None:
+        make_ca(ca, spec.nodes, bits=spec.bits)
+    extra = dict(spec.extra)
+    made = {}
+    for node, text in spec.conf:
+        conf = text + "".join("\n" + dict(extra[name])[node] for name in run.swanctl)
+        made[node] = Charon(netns=topo.ns(node), workdir=base / f"charon-{node}",
+                            swanctl_conf=conf, psk=psk, ca=ca, node=node)
+    return made
+
+
+def _add_states(sc: Scenario, topo: Topology) -> None:
+    """`ip xfrm state add` per node; {key:NAME} is one fresh random key per run and NAME."""
+    keys: dict[str, str] = {}
+
+    def key(m: re.Match[str]) -> str:
+        return keys.setdefault(m[1], "0x" + os.urandom(20).hex())
+
+    for node, states in sc.states:
+        for st in states:
+            argv = shlex.split(_KEY_REF.sub(key, st))
+            proc = topo.run(node, "ip", "xfrm", "state", "add", *argv)
+            if proc.returncode != 0:
+                raise EnvironmentProblem(f"scenario {sc.name}: node {node}: ip xfrm state add "
+                                         f"{_KEY_REF.sub('KEY', st)}: {proc.stderr.strip()}")
+
+
+def _report_charon(node: str, charon: Charon, run: str, out: Callable[[str], None],
+                   keep: str | None) -> None:
+    lines = charon.log_lines()
+    events = [line for line in lines if _IKE_EVENTS.search(line)]
+    out(f"  [{run}] charon on {node}: {len(lines)} log lines; IKE events:")
+    for line in events[:14]:
+        out(f"  [{run}]   {node} | {line.strip()}")
+    if len(events) > 14:
+        out(f"  [{run}]   {node} | ... {len(events) - 14} more")
+    if keep:
+        shutil.copy(charon.log_path, keep)
+        out(f"  [{run}] charon log of {node} written to {keep}")
+
+
 def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
              capture: str | None = None) -> list[tuple[Step, str, bool | None]]:
     """One run of a scenario: (step, observation, as expected or None) for each step."""
     topo = Topology(load_topology(sc.topology), prefix=f"{NS_PREFIX}s{os.getpid() % 10000}-",
                     owner=process(os.getpid()))
     shims: list[ShimProcess] = []
+    charons: dict[str, Charon] = {}
+    radvd: Radvd | None = None
     tmp = tempfile.TemporaryDirectory(prefix="icmp6-tb-")
     cap: subprocess.Popen[bytes] | None = None
     observed: list[tuple[Step, str, bool | None]] = []
+    # A `wire` step reads the run's own capture: one is made even without --capture.
+    pcap = capture or (str(Path(tmp.name, "run.pcap"))
+                       if sc.capture and any(s.kind == "wire" for s in sc.steps) else None)
     try:
         topo.up()
         for node, policies in sc.xfrm:
@@ -242,8 +388,9 @@ def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
                 if proc.returncode != 0:
                     raise ConfigError(f"scenario {sc.name}: node {node}: ip xfrm policy add {pol}: "
                                       f"{proc.stderr.strip()}")
-        if capture and sc.capture:
-            cap = _start_capture(topo, sc.capture, capture)
+        _add_states(sc, topo)
+        if pcap and sc.capture:
+            cap = _start_capture(topo, sc.capture, pcap)
         if run.shim:
             Path(tmp.name, MAIN_FILE).write_text(run.config)
             config = load_config(Path(tmp.name))
@@ -256,18 +403,48 @@ def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
                     exported, _ = derive_policies(build_table(config.settings, config.rules))
                     added = apply_xfrm(exported, topo.ns(node))
                     out(f"  [{run.name}] shim ready on {node}; exported xfrm policies: {len(added)}")
+        if sc.radvd is not None:
+            radvd = Radvd(netns=topo.ns(sc.radvd[0]), workdir=Path(tmp.name, "radvd"),
+                          conf=sc.radvd[1])
+            radvd.start()
+            out(f"  [{run.name}] radvd ready on {sc.radvd[0]}")
+        charons = _charons(sc, run, topo, Path(tmp.name))
+        for node, charon in charons.items():
+            charon.start()
+            extra = f" + {', '.join(run.swanctl)}" if run.swanctl else ""
+            out(f"  [{run.name}] charon ready on {node} (swanctl.conf: scenario's{extra}; "
+                f"auth {sc.swanctl.auth if sc.swanctl else ''})")
+        ctx = RunContext(topo, charons=charons, capture_where=sc.capture or "",
+                         capture=Path(pcap) if cap is not None and pcap else None)
         for step in sc.steps:
-            observed.append((step, *_do_step(topo, step, run.name, out)))
+            if ctx.t0 is None:
+                ctx.t0 = time.monotonic()
+            observed.append((step, *_do_step(ctx, step, run.name, out)))
         for node, shim in zip(sc.shim_nodes, shims):
             rules = Counter(str(e.get("rule")) for e in shim.events if e.get("event") == "verdict")
             seen = ", ".join(f"{r} x{n}" for r, n in sorted(rules.items())) or "none"
             out(f"  [{run.name}] shim on {node} judged: {seen}")
+        if radvd is not None and sc.radvd is not None:
+            said = [line for line in radvd.log_lines() if not re.search(r"polling|timer_handler", line)]
+            out(f"  [{run.name}] radvd on {sc.radvd[0]} said: " + " / ".join(
+                line.split(": ", 1)[-1] for line in said[-6:]))
+        for node, charon in charons.items():
+            _report_charon(node, charon, run.name, out,
+                           _capture_path(capture, f"charon-{node}").replace(".pcap", ".log")
+                           if capture else None)
     finally:
         # Each step on its own: one failing must not keep the namespaces from going.
+        daemons: list[Charon | Radvd] = [*charons.values(), *([radvd] if radvd else [])]
+        for daemon in daemons:
+            try:
+                daemon.stop()
+            except Exception:  # noqa: BLE001, S110 - cleanup goes on
+                pass
         try:
             if cap is not None:
                 _stop_capture(cap)
-                out(f"  [{run.name}] capture written to {capture}")
+                if capture:
+                    out(f"  [{run.name}] capture written to {capture}")
         except Exception:  # noqa: BLE001, S110 - cleanup goes on
             pass
         for shim in shims:
@@ -282,15 +459,15 @@ def run_once(sc: Scenario, run: Run, *, out: Callable[[str], None],
     return observed
 
 
-def _do_step(topo: Topology, step: Step, run: str,
+def _do_step(ctx: RunContext, step: Step, run: str,
              out: Callable[[str], None]) -> tuple[str, bool | None]:
     fn = STEPS[step.kind][2]
     wanted = step.expect.get(run)
     deadline = time.monotonic() + step.within
-    label, observed = fn(topo, step.args, step.within)
+    label, observed = fn(ctx, step.args, step.within)
     while wanted and observed not in wanted and time.monotonic() < deadline and step.kind in POLLED:
         time.sleep(0.2)
-        label, observed = fn(topo, step.args, step.within)
+        label, observed = fn(ctx, step.args, step.within)
     if wanted is None:
         out(f"  [{run}] {label}: {observed}")
         return observed, None
@@ -305,6 +482,8 @@ def run_scenario(sc: Scenario, *, only: str | None = None, capture: str | None =
     """Run every run of a scenario (or `only` one); returns the number of unmet expectations."""
     if os.geteuid() != 0:
         raise EnvironmentProblem("the testbed builds network namespaces: run it as root")
+    if sc.needs_esp and (why := esp_unavailable()) is not None:
+        raise EnvironmentProblem(f"scenario {sc.name} needs ESP SAs: {why}")
     runs = [r for r in sc.runs if only is None or r.name == only]
     if not runs:
         raise ConfigError(f"scenario {sc.name} has no run {only!r} "
