@@ -84,7 +84,9 @@ class TestOwnWording:
         assert out.returncode == 0 and "None" not in out.stdout
         assert "no upper layer found" in out.stdout
         other = _config(tmp_path / "o", '[verdicts]\nno_match = "drop"\n'
-                        '[[rule]]\nname = "all"\nverdict = "accept"\n')
+                        '[[rule]]\nname = "all"\nverdict = "accept"\n'
+                        # Above the hardening band, which would otherwise decide both.
+                        'override_hardening = true\n')
         out = shim("replay", str(cap), "--diff", str(other))
         assert out.returncode == 1 and "None" not in out.stdout + out.stderr
 
