@@ -16,7 +16,7 @@ import pytest
 
 from shim.lab.netns import Topology
 from shim.lab.packets import icmp6_packet
-from shim.lab.runner import ShimProcess
+from shim.lab.runner import ShimProcess, time_scale
 from tests.integration.wire import A, B, G_A, Wire
 
 pytestmark = pytest.mark.netns
@@ -125,7 +125,8 @@ class TestLifecycle:
         installed = _ours(three_node)
         assert installed
         second = ShimProcess(cfg, netns=three_node.ns("g")).start()
-        assert second.proc is not None and second.proc.wait(20) != 0
+        # Scaled: under emulation an interpreter start alone can take most of 20 s.
+        assert second.proc is not None and second.proc.wait(20 * time_scale()) != 0
         second.close()
         err = " ".join(second.stderr_lines)
         assert "cannot bind NFQUEUE queue 0" in err and "Traceback" not in err
@@ -143,13 +144,16 @@ class TestLifecycle:
         shim.signal(signal.SIGKILL)
         assert shim.proc is not None
         shim.proc.wait(10)
-        assert _ours(three_node)
+        # nft with fail_open owns its table through the daemon's netlink socket: the kernel
+        # destroys it with the process, so nothing of ours is left to clean up.
+        owned = backend == "nft" and fail_open
+        assert bool(_ours(three_node)) != owned, _ours(three_node)
         w = wire()
         w.flush()
         w.send(_echo(b"after-kill"))
         assert w.arrived("b", b"after-kill") == (1 if fail_open else 0)
         out = three_node.run("g", sys.executable, "-m", "shim", "cleanup")
-        assert out.returncode == 0 and "removed" in out.stdout
+        assert out.returncode == 0 and (owned or "removed" in out.stdout), out.stdout + out.stderr
         assert _ours(three_node) == ""
         w.send(_echo(b"after-cleanup"))
         assert w.arrived("b", b"after-cleanup") == 1
