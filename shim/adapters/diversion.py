@@ -316,7 +316,8 @@ class NftDiversion:
                                                 stmt if d.queue else "return"))))
         return lines
 
-    def render(self, queue: str | None = None, *, prefix: str | None = None) -> str:
+    def render(self, queue: str | None = None, *, prefix: str | None = None,
+               table: str | None = None) -> str:
         """The ruleset as `nft -f` input; replaces any earlier copy atomically.
 
         With fail_open the table carries `flags owner`: it belongs to the netlink socket
@@ -328,8 +329,9 @@ class NftDiversion:
         Args:
             queue: see rule_lines; None renders what install() installs.
             prefix: what precedes the table (default: make it exist, delete it).
+            table: the table's name in place of ours (the probe's).
         """
-        table = self.spec.nft_table
+        table = table or self.spec.nft_table
         if prefix is None:
             prefix = f"table inet {table} {{\n}}\ndelete table inet {table}\n"
         lines = [*prefix.splitlines(), f"table inet {table} {{",
@@ -351,7 +353,11 @@ class NftDiversion:
         missing = library_present()
         if missing is not None:
             return missing
-        proc = _run(["nft", "--check", "-f", "-"], stdin=self.render())
+        # A name of its own: our table may be another instance's, owned by its socket, and
+        # the kernel refuses any other process a change to it even in a check ("Operation
+        # not permitted"). That instance is then found where it belongs: at the queue bind.
+        probe = f"{self.spec.nft_table}_probe"
+        proc = _run(["nft", "--check", "-f", "-"], stdin=self.render(table=probe))
         if proc.returncode == 0:
             return None
         msg = proc.stderr.strip().splitlines()

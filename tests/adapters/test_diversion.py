@@ -301,6 +301,26 @@ class TestInNamespace:
                 div.remove()
             assert listed.count("queue") == 3 * _QUEUED and "exthdr frag exists" in listed
 
+    @pytest.mark.parametrize("backend", ["nft"], indirect=True)
+    def test_probe_ignores_an_instance_owning_our_table(self, lone_ns: Topology,
+                                                         backend: str) -> None:
+        """Another instance's fail-open table is owned by its socket, and the kernel refuses
+        other processes any change to it, even a check: the probe must not touch it, or a
+        second instance reports "nft unusable" (and auto would pick iptables beside it)
+        instead of failing at the queue bind."""
+        spec = QueueSpec(first=0, fail_open=True)
+        first = NftDiversion(spec)
+        with in_netns(lone_ns.ns("x")):
+            first.install()
+            try:
+                assert "flags owner" in lone_ns.run("x", "nft", "list", "table", "inet",
+                                                     spec.nft_table).stdout
+                assert NftDiversion(spec).probe() is None
+                div, _why = choose_backend(Backend.AUTO, spec)
+                assert div.name == "nft"
+            finally:
+                first.remove()
+
     def test_remove_leaves_foreign_rules(self, lone_ns: Topology) -> None:
         """Our install/remove never touches a rule that is not ours."""
         lone_ns.run("x", "ip6tables", "-t", "mangle", "-A", "INPUT", "-p", "udp", "-j", "ACCEPT")
