@@ -14,6 +14,9 @@
 #   ICMP6_SHIM_VM_PYTEST_ARGS  pytest arguments in the guest (all tests)
 #   ICMP6_SHIM_VM_ADVERSARIAL=1  also run `make test-adversarial` in the guest (its table
 #                              goes to results/adversarial.log; its status joins the exit)
+#   ICMP6_SHIM_VM_TESTBED="NAME ..."  also run `icmp6-shim testbed run NAME` for each named
+#                              scenario after the tests (results/testbed-NAME.log; printed
+#                              here; a scenario's failure joins the exit), e.g. "ike-deadlock"
 #   ICMP6_SHIM_VM_REBUILD=1    rebuild the image even when cached
 #   ICMP6_SHIM_VM_WARM=1       development loops only: boot a second image that already holds
 #                              the Makefile's packages (`make print-packages`), so the guest's
@@ -100,6 +103,7 @@ git -C "$repo" archive --format=tar --prefix=src/ HEAD > "$run/src.tar"
 	printf 'ICMP6_SHIM_VM_ACCEL=%q\n' "$accel"
 	printf 'ICMP6_SHIM_VM_PYTEST_ARGS=%q\n' "${ICMP6_SHIM_VM_PYTEST_ARGS:-}"
 	printf 'ICMP6_SHIM_VM_ADVERSARIAL=%q\n' "${ICMP6_SHIM_VM_ADVERSARIAL:-0}"
+	printf 'ICMP6_SHIM_VM_TESTBED=%q\n' "${ICMP6_SHIM_VM_TESTBED:-}"
 } > "$run/lane.env"
 # Where this host's own network needs a local CA (a TLS-inspecting egress: the host's pip is
 # told so by PIP_CERT / SSL_CERT_FILE), the guest, whose traffic leaves through the host, gets
@@ -162,6 +166,11 @@ if [ -f "$run/results/adversarial.log" ]; then
 	say "adversarial suite in the guest:"
 	sed -n '/^attack  /,$p' "$run/results/adversarial.log" | sed 's/^/  /'
 fi
+for f in "$run"/results/testbed-*.log; do
+	[ -f "$f" ] || continue
+	say "testbed in the guest: $(basename "$f" .log | sed 's/^testbed-//')"
+	sed 's/^/  /' "$f"
+done
 if [ -f "$run/results/systemd-checks.log" ]; then
 	say "systemd checks in the guest (the .deb under systemd as PID 1):"
 	grep '^systemd-check ' "$run/results/systemd-checks.log" | sed 's/^/  /'

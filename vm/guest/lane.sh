@@ -12,7 +12,7 @@ out=/root/out
 rm -rf "$out" && mkdir -p "$out"
 # shellcheck source=/dev/null
 . "$lane/lane.env"   # ICMP6_SHIM_TIME_SCALE, ICMP6_SHIM_VM_ACCEL, ICMP6_SHIM_VM_PYTEST_ARGS,
-                     # ICMP6_SHIM_VM_ADVERSARIAL
+                     # ICMP6_SHIM_VM_ADVERSARIAL, ICMP6_SHIM_VM_TESTBED
 export ICMP6_SHIM_TIME_SCALE CI=true DEBIAN_FRONTEND=noninteractive
 # The suite's backend fixture fails (not skips) a backend this kernel refuses, and writes
 # each backend case's outcome to the report this lane checks below (tests/conftest.py).
@@ -110,6 +110,15 @@ if [ "${ICMP6_SHIM_VM_ADVERSARIAL:-0}" = 1 ]; then
 		|| echo "exit $arc")" > "$out/summary"
 	[ "$rc" = 0 ] && rc=$arc
 fi
+# Optional: named testbed scenarios as a user runs them (the README's excerpt of a real run
+# comes from here). Each one's exit status joins the lane's.
+for name in ${ICMP6_SHIM_VM_TESTBED:-}; do
+	say "testbed run $name"
+	.venv/bin/icmp6-shim testbed run "$name" > "$out/testbed-$name.log" 2>&1; trc=$?
+	phase "testbed-$name"
+	echo "$(cat "$out/summary"); testbed $name: exit $trc" > "$out/summary"
+	[ "$rc" = 0 ] && rc=$trc
+done
 # The Debian package under systemd as PID 1 (the unit's hardening, watchdog, reload, purge).
 # Its failure fails the lane too; its own summary line joins the lane's.
 say "systemd checks"
