@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from shim.adapters.drift import Sections, describe, ipt_sections, nft_sections
+from shim.adapters.drift import JUMPS_FROM, Sections, describe, ipt_sections, nft_sections
 from shim.adapters.nftlib import (NETLINK_NETFILTER, NftContext, delete_table_at, generation,
                                   library_present)
 from shim.core.errors import EnvironmentProblem
@@ -584,8 +584,8 @@ class IptablesDiversion:
                 for d in DIVERTED for match in d.ipt]
 
     def _commands(self) -> list[list[str]]:
-        """What install() runs, in order (after removing any earlier copy): the chain, its
-        jumps, then the budgets, whose jumps go in front of the chain's."""
+        """What install() lays, in order (replacing any earlier copy, see ipt_script): the
+        chain, its jumps, then the budgets, whose jumps go in front of the chain's."""
         chain = self.spec.ipt_chain
         return [["-N", chain], *self.rules(),
                 *(["-I", _IPT_CHAIN[h], "1", "-j", chain] for h in self.spec.hooks),
@@ -601,20 +601,35 @@ class IptablesDiversion:
         return None
 
     def install(self) -> None:
+        """Lay our chains and jumps in one `ip6tables-restore --noflush` transaction that
+        also replaces any earlier copy: no moment without a diversion (a restore after a
+        partial flush keeps what survived until the new copy is in), nothing half-laid if
+        the kernel refuses a line.
+
+        Raises:
+            EnvironmentProblem: the table could not be read or the kernel refused the batch.
+        """
         if self._table_was_there is None:
             # iptables-nft makes `table ip6 mangle` (all its base chains) on first use: if it
             # was not there before us, it is ours to remove once it is empty again.
             self._table_was_there = self._mangle_exists()
-        self.remove_chain(self.spec.ipt_chain)
-        for args in self._commands():
-            proc = self._ipt(*args)
-            if proc.returncode != 0:
-                self.remove()
-                raise _fail("installing the ip6tables diversion failed", proc)
+        self._restore(ipt_script(self._save(), self.spec.ipt_chain, self._commands()),
+                      "installing the ip6tables diversion failed")
         self._verified = None
         self._baseline = self._sections()
         if self.nft_based() and self._gen_sock is None:
             self._gen_sock = _generation_socket()  # opened at start: the check holds it for life
+
+    def _save(self) -> str:
+        proc = _run([f"{self.binary}-save", "-t", IPT_TABLE])
+        if proc.returncode != 0:
+            raise _fail(f"{self.binary}-save failed", proc)
+        return proc.stdout
+
+    def _restore(self, script: str, what: str) -> None:
+        proc = _run([f"{self.binary}-restore", "-w", "5", "--noflush"], stdin=script)
+        if proc.returncode != 0:
+            raise _fail(what, proc)
 
     def remove(self) -> None:
         """Delete our chains and jumps, and the mangle table if we made it and it is empty."""
@@ -640,10 +655,7 @@ class IptablesDiversion:
         return self._nft_based
 
     def _sections(self) -> dict[str, tuple[str, ...]]:
-        proc = _run([f"{self.binary}-save", "-t", IPT_TABLE])
-        if proc.returncode != 0:
-            raise _fail(f"{self.binary}-save failed", proc)
-        return ipt_sections(proc.stdout, self.spec.ipt_chain)
+        return ipt_sections(self._save(), self.spec.ipt_chain)
 
     def verify(self) -> str | None:
         """None while our chains and jumps are as installed; else what was found instead.
@@ -669,7 +681,7 @@ class IptablesDiversion:
         return found
 
     def restore(self) -> None:
-        """Install again: remove what is left of ours, lay all of it."""
+        """Install again: one transaction replaces what is left of ours with all of it."""
         self.install()
 
     def chains(self) -> list[str]:
@@ -679,21 +691,18 @@ class IptablesDiversion:
                 if len(parts) == 2 and parts[0] == "-N"] if listing.returncode == 0 else []
 
     def remove_chain(self, chain: str) -> None:
-        """Delete the jumps to `chain` and to its budget chains, then those chains; nothing
-        else is touched."""
+        """Delete the jumps to `chain` and to its budget chains, then those chains, in one
+        transaction; nothing else is touched. A table that cannot be read or a refused
+        batch leaves things as they were (remove runs at stop and cleanup, where the
+        caller has nothing better to do with an error than go on)."""
         if shutil.which(self.binary) is None:
             return
-        budget = _budget_chains(chain)
-        for hook in Hook:
-            for target in (chain, *budget[:: len(BUDGET_CLASSES) + 1]):  # + the direction chains
-                # Bounded: each pass deletes one jump; a chain never holds more than a few.
-                for _ in range(16):
-                    if self._ipt("-D", _IPT_CHAIN[hook], "-j", target).returncode != 0:
-                        break
-        for name in (chain, *budget):
-            self._ipt("-F", name)
-        for name in (chain, *budget):
-            self._ipt("-X", name)
+        try:
+            script = ipt_script(self._save(), chain, [])
+            if script:
+                self._restore(script, f"removing ip6tables chain {chain} failed")
+        except EnvironmentProblem:
+            return
 
     def counters(self) -> DiversionCounters | None:
         """Queue and budget rule counters from one `ip6tables-save -c`; None if unreadable."""
@@ -746,6 +755,26 @@ def parse_ipt_counters(text: str, chain: str) -> DiversionCounters:
             ifname = words[words.index(flag) + 1] if flag in words else "*"
             by_if[f"{ifname}_{d}"] = by_if.get(f"{ifname}_{d}", 0) + packets
     return DiversionCounters(queued=queued, budget=budget, by_interface=by_if)
+
+
+def ipt_script(save: str, chain: str, commands: list[list[str]]) -> str:
+    """The `ip6tables-restore --noflush` input that replaces what `save` holds of `chain`
+    (it, its budget chains and every jump to them) with `commands` (ip6tables arguments:
+    -N, -A, -I); "" when there is nothing to remove or lay.
+
+    Declaring a chain that exists flushes it under --noflush, so old rules go with the
+    declaration; old jumps are deleted by their listed spec; a chain of ours that the
+    commands no longer make is deleted after its jumps. One COMMIT: all or nothing.
+    """
+    old = ipt_sections(save, chain)
+    made = [args[1] for args in commands if args[:1] == ["-N"]]
+    existing = [name for name in old if not name.startswith(JUMPS_FROM)]
+    lines = [f":{name} - [0:0]" for name in dict.fromkeys([*made, *existing])]
+    lines += [f"-D {name[len(JUMPS_FROM):]} {spec}" for name, specs in old.items()
+              if name.startswith(JUMPS_FROM) for spec in specs]
+    lines += [f"-X {name}" for name in existing if name not in made]
+    lines += [" ".join(args) for args in commands if args[:1] != ["-N"]]
+    return "\n".join([f"*{IPT_TABLE}", *lines, "COMMIT", ""]) if lines else ""
 
 
 # The backend registry: every Backend but AUTO has a class; tests/adapters/test_diversion.py

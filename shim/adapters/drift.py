@@ -43,6 +43,9 @@ def _ours(word: str, chain: str) -> bool:
     return word == chain or word.startswith(chain + "_")
 
 
+JUMPS_FROM = "jumps from "  # the section of our jumps in a chain not ours: JUMPS_FROM + its name
+
+
 def ipt_sections(save: str, chain: str) -> dict[str, tuple[str, ...]]:
     """`ip6tables-save -t mangle` text as {chain: the lines of ours in it}: our chains
     (declared, with all their rules) and, as "jumps from CHAIN", our jumps in the others."""
@@ -59,7 +62,7 @@ def ipt_sections(save: str, chain: str) -> dict[str, tuple[str, ...]]:
             if _ours(where, chain):
                 out.setdefault(where, []).append(" ".join(words[2:]))
             elif _ours(target, chain):
-                out.setdefault(f"jumps from {where}", []).append(" ".join(words[2:]))
+                out.setdefault(f"{JUMPS_FROM}{where}", []).append(" ".join(words[2:]))
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from shim.adapters.diversion import (BUDGET_CLASSES, DIVERTED, BudgetSpec, IptablesDiversion, NftDiversion,
-                            QueueSpec, choose_backend, parse_ipt_counters, parse_nft_counters)
+                            QueueSpec, choose_backend, ipt_script, parse_ipt_counters,
+                            parse_nft_counters)
 from shim.core.errors import EnvironmentProblem
 from shim.core.model import Backend, Hook
 from shim.lab.netns import Topology, TopologySpec, NodeSpec, in_netns
@@ -204,6 +205,43 @@ class TestBudgetRender:
         assert "limit rate" not in NftDiversion(QueueSpec(first=0)).render()
 
 
+class TestIptScript:
+    """ip6tables-restore input: one transaction that replaces ours and touches nothing else."""
+
+    SAVE = ("*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            ":ICMP6_SHIM_Q0 - [0:0]\n:ICMP6_SHIM_Q0_IN - [0:0]\n:ICMP6_SHIM_Q1 - [0:0]\n"
+            ":THEIRS - [0:0]\n"
+            "-A INPUT -j ICMP6_SHIM_Q0_IN\n-A INPUT -p udp -j THEIRS\n-A INPUT -j ICMP6_SHIM_Q0\n"
+            "-A INPUT -j ICMP6_SHIM_Q0\n-A INPUT -j ICMP6_SHIM_Q1\n"
+            "-A ICMP6_SHIM_Q0 -p ipv6-icmp -j NFQUEUE --queue-num 0\n"
+            "-A ICMP6_SHIM_Q1 -p ipv6-icmp -j NFQUEUE --queue-num 1\nCOMMIT\n")
+
+    def test_install_replaces_ours_and_only_ours(self) -> None:
+        """Every old jump of ours is deleted by its spec (twice if listed twice), a chain the
+        new copy no longer makes is deleted, the new one is declared (which flushes it) and
+        laid; queue 1's chain and a foreign chain are not named at all."""
+        div = IptablesDiversion(QueueSpec(first=0))
+        lines = ipt_script(self.SAVE, "ICMP6_SHIM_Q0", div._commands()).splitlines()
+        assert lines[0] == "*mangle" and lines[-1] == "COMMIT" and lines.count("COMMIT") == 1
+        assert lines.count("-D INPUT -j ICMP6_SHIM_Q0") == 2
+        assert lines.count("-D INPUT -j ICMP6_SHIM_Q0_IN") == 1
+        assert "-X ICMP6_SHIM_Q0_IN" in lines and "-X ICMP6_SHIM_Q0" not in lines
+        assert ":ICMP6_SHIM_Q0 - [0:0]" in lines
+        assert not any("ICMP6_SHIM_Q1" in line or "THEIRS" in line for line in lines)
+        laid = [line for line in lines if line.startswith(("-A ", "-I "))]
+        assert laid == [" ".join(a) for a in div._commands() if a[0] != "-N"]
+        # Deletions come before the new lines: a -D after the new -I would take the new jump.
+        assert max(i for i, l in enumerate(lines) if l.startswith(("-D", "-X"))) < \
+            min(i for i, l in enumerate(lines) if l.startswith(("-A", "-I")))
+
+    def test_remove_and_nothing_to_do(self) -> None:
+        """No commands: ours deleted; nothing of ours and nothing to lay: no script."""
+        lines = ipt_script(self.SAVE, "ICMP6_SHIM_Q0", []).splitlines()
+        assert {"-X ICMP6_SHIM_Q0", "-X ICMP6_SHIM_Q0_IN"} <= set(lines)
+        assert not any(line.startswith(("-A", "-I")) for line in lines)
+        assert ipt_script(self.SAVE, "ICMP6_SHIM_Q7", []) == ""
+
+
 class TestCounterParsing:
     def test_iptables_save(self) -> None:
         """Queue and budget rule counters from ip6tables-save -c; RETURNs are not cuts."""
@@ -320,6 +358,26 @@ class TestInNamespace:
                 assert div.name == "nft"
             finally:
                 first.remove()
+
+    def test_iptables_install_is_all_or_nothing(self, lone_ns: Topology) -> None:
+        """A batch the kernel refuses changes nothing: the copy laid before stays whole (an
+        install is one ip6tables-restore transaction, never remove-then-add)."""
+        spec = QueueSpec(first=0)
+
+        class Refused(IptablesDiversion):
+            def _commands(self) -> list[list[str]]:
+                return [*super()._commands(),
+                        ["-A", spec.ipt_chain, "-m", "no_such_match_i6", "-j", "ACCEPT"]]
+
+        good = IptablesDiversion(spec)
+        with in_netns(lone_ns.ns("x")):
+            good.install()
+            before = good._sections()
+            with pytest.raises(EnvironmentProblem, match="installing the ip6tables diversion"):
+                Refused(spec).install()
+            after = good._sections()
+            good.remove()
+        assert after == before and any(k.startswith("jumps from") for k in before)
 
     def test_remove_leaves_foreign_rules(self, lone_ns: Topology) -> None:
         """Our install/remove never touches a rule that is not ours."""
