@@ -11,47 +11,26 @@ stock-kernel lane (`make test-vm`) runs them.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
-from shim.lab.strongswan import esp_unavailable
-from shim.lab.testbed import NS_PREFIX, load_scenario, run_once
+from tests.integration.scenarios import need_esp, observe
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _esp() -> None:
-    why = esp_unavailable()
-    if why is not None:
-        pytest.skip(why)
-
-
-def _observe(name: str, run: str) -> dict[str, list[str]]:
-    sc = load_scenario(name)
-    lines: list[str] = []
-    seen = run_once(sc, next(r for r in sc.runs if r.name == run), out=lines.append)
-    unexpected = [line for line in lines if line.endswith("UNEXPECTED")]
-    assert not unexpected, "\n".join(lines)
-    found: dict[str, list[str]] = {}
-    for step, observed, _ok in seen:
-        found.setdefault(step.kind, []).append(observed)
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    mine = f"{NS_PREFIX}s{os.getpid() % 10000}-"  # run_once's prefix: other runs may be up
-    assert not [line for line in out.splitlines() if line.startswith(mine)]
-    return found
+    need_esp()
 
 
 class TestDeadlockEsp:
     def test_without_shim_nd_fails_so_nothing_crosses(self) -> None:
-        got = _observe("deadlock-esp", "without")
+        got, _ = observe("deadlock-esp", "without")
         assert got["udp"] == ["lost"] and got["neighbor"][0] in ("INCOMPLETE", "FAILED")
         assert got["ping"] == ["fail"] and got["wire"] == ["none", "none"]
 
     def test_with_shim_nd_by_mark_and_echo_as_esp(self) -> None:
-        got = _observe("deadlock-esp", "with")
+        got, _ = observe("deadlock-esp", "with")
         assert got["udp"] == ["received"] and got["neighbor"][0] in ("REACHABLE", "STALE", "DELAY", "PROBE")
         # the Echo Request went as ESP, never as cleartext ICMPv6 type 128
         assert got["ping"] == ["ok"] and got["wire"] == ["seen", "none"]
@@ -59,10 +38,10 @@ class TestDeadlockEsp:
 
 class TestPmtuEsp:
     def test_without_shim_the_ptb_is_dropped_and_large_esp_is_lost(self) -> None:
-        got = _observe("pmtu-esp", "without")
+        got, _ = observe("pmtu-esp", "without")
         assert got["ping"][0] == "ok" and got["wire"][0] == "seen"  # the SAs work
         assert got["route_mtu"] == ["none"] and got["ping"][2] == "fail" and got["wire"][1] == "none"
 
     def test_with_shim_the_ptb_passes_and_esp_is_fragmented(self) -> None:
-        got = _observe("pmtu-esp", "with")
+        got, _ = observe("pmtu-esp", "with")
         assert got["route_mtu"] == ["1280"] and got["ping"][2] == "ok" and got["wire"] == ["seen", "seen"]

@@ -11,13 +11,9 @@ as the reason, and the stock-kernel lane (`make test-vm`) runs them.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
-from shim.lab.strongswan import esp_unavailable
-from shim.lab.testbed import NS_PREFIX, load_scenario, run_once
+from tests.integration.scenarios import need_esp, observe as _observe
 
 pytestmark = pytest.mark.netns
 
@@ -26,25 +22,7 @@ UP = ("REACHABLE", "STALE", "DELAY", "PROBE")
 
 @pytest.fixture(scope="module")
 def esp() -> None:
-    why = esp_unavailable()
-    if why is not None:
-        pytest.skip(why)
-
-
-def _observe(name: str, run: str) -> tuple[dict[str, list[str]], list[str]]:
-    """One run of a scenario: ({step kind: [observations]}, output lines); all as expected."""
-    sc = load_scenario(name)
-    lines: list[str] = []
-    seen = run_once(sc, next(r for r in sc.runs if r.name == run), out=lines.append)
-    unexpected = [line for line in lines if line.endswith("UNEXPECTED")]
-    assert not unexpected, "\n".join(lines)
-    found: dict[str, list[str]] = {}
-    for step, observed, _ok in seen:
-        found.setdefault(step.kind, []).append(observed)
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    mine = f"{NS_PREFIX}s{os.getpid() % 10000}-"  # run_once's prefix: other runs may be up
-    assert not [line for line in out.splitlines() if line.startswith(mine)]
-    return found, lines
+    need_esp()
 
 
 class TestIkeDeadlock:

@@ -15,89 +15,60 @@ from pathlib import Path
 
 import pytest
 
-from shim.lab.testbed import NS_PREFIX, load_scenario, run_once
+from shim.lab.testbed import NS_PREFIX
+from tests.integration.scenarios import no_leftovers, observe
 
 pytestmark = pytest.mark.netns
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _observe(name: str, run: str) -> dict[str, list[str]]:
-    """Run one run of a scenario; {step kind: [observations in order]}; all as expected."""
-    sc = load_scenario(name)
-    lines: list[str] = []
-    seen = run_once(sc, next(r for r in sc.runs if r.name == run), out=lines.append)
-    unexpected = [line for line in lines if line.endswith("UNEXPECTED")]
-    assert not unexpected, "\n".join(lines)
-    found: dict[str, list[str]] = {}
-    for step, observed, _ok in seen:
-        found.setdefault(step.kind, []).append(observed)
-    return found
-
-
-def _no_leftovers(pid: int | None = None) -> None:
-    """No namespace nor owner record of the runs of process `pid` (default: this one) is left.
-
-    Only that process's: other runs on the machine (another user's suite) may have
-    scenario namespaces up at the same moment, which are none of this test's business.
-    """
-    from shim.lab.owners import OWNER_DIR
-
-    ours = f"{NS_PREFIX}s{(os.getpid() if pid is None else pid) % 10000}-"
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not [line for line in out.splitlines() if line.startswith(ours)]
-    assert not list(OWNER_DIR.glob(f"{ours}*"))
-
-
 class TestDeadlock:
     def test_without_shim_nd_fails_and_ike_is_lost(self) -> None:
-        got = _observe("deadlock", "without")
+        got, _ = observe("deadlock", "without")
         assert got["udp"] == ["lost"]
         assert got["neighbor"][0] in ("INCOMPLETE", "FAILED")
         assert got["ping"] == ["fail"]
-        _no_leftovers()
 
     def test_with_shim_nd_resolves_ike_arrives_echo_still_protected(self) -> None:
-        got = _observe("deadlock", "with")
+        got, _ = observe("deadlock", "with")
         assert got["udp"] == ["received"]
         assert got["neighbor"][0] in ("REACHABLE", "STALE", "DELAY", "PROBE")
         assert got["ping"] == ["fail"]  # Echo MAY use IKE: still held to the IPsec policy
-        _no_leftovers()
 
 
 class TestPmtu:
     def test_without_shim_ptb_is_dropped(self) -> None:
-        got = _observe("pmtu", "without")
+        got, _ = observe("pmtu", "without")
         assert got["route_mtu"] == ["none"] and got["udp"] == ["lost"]
 
     def test_with_shim_ptb_lowers_the_path_mtu(self) -> None:
-        got = _observe("pmtu", "with")
+        got, _ = observe("pmtu", "with")
         assert got["route_mtu"] == ["1280"] and got["udp"] == ["received"]
 
 
 class TestOverride:
     def test_defaults_keep_echo_under_ipsec(self) -> None:
-        got = _observe("override", "default")
+        got, _ = observe("override", "default")
         assert got["udp"] == ["received"] and got["ping"] == ["fail"]
 
     def test_user_rule_lets_echo_bypass(self) -> None:
-        got = _observe("override", "rule")
+        got, _ = observe("override", "rule")
         assert got["ping"] == ["ok"]
 
     def test_without_shim_nothing_passes(self) -> None:
-        got = _observe("override", "without")
+        got, _ = observe("override", "without")
         assert got["udp"] == ["lost"] and got["ping"] == ["fail"]
 
 
 class TestRaGuard:
     def test_without_shim_the_disguised_rogue_ra_configures_an_address(self) -> None:
-        got = _observe("ra-guard", "without")
+        got, _ = observe("ra-guard", "without")
         assert got["address"] == ["configured", "configured", "absent"]
 
     def test_with_shim_only_the_routers_ra_configures(self) -> None:
-        got = _observe("ra-guard", "with")
+        got, _ = observe("ra-guard", "with")
         assert got["address"] == ["configured", "absent", "absent"]
-        _no_leftovers()
 
 
 def test_cli_run_exit_code_and_capture(tmp_path: Path) -> None:
@@ -109,7 +80,7 @@ def test_cli_run_exit_code_and_capture(tmp_path: Path) -> None:
         try:
             stdout, stderr = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
-            proc.kill()  # SIGKILL: its namespaces stay, which _no_leftovers then reports
+            proc.kill()  # SIGKILL: its namespaces stay, which no_leftovers then reports
             raise
     assert proc.returncode == 0, stdout + stderr
     assert "as expected" in stdout
@@ -117,7 +88,7 @@ def test_cli_run_exit_code_and_capture(tmp_path: Path) -> None:
     replay = subprocess.run([sys.executable, "-m", "shim", "replay", str(pcap)],
                             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert replay.returncode == 0 and "nd-neighbor-solicit" in replay.stdout, replay.stderr
-    _no_leftovers(proc.pid)
+    no_leftovers(proc.pid)
 
 
 def test_up_status_down() -> None:
