@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import subprocess
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -545,7 +546,11 @@ class IptablesDiversion:
                 out.append(["-N", cls])
                 limit = ["-m", "hashlimit", "--hashlimit-above", f"{rate}/sec",
                          "--hashlimit-burst", str(rate)]
-                tag = f"i6s{self.spec.first}{name[0]}{d[0]}"
+                # The rate is in the name: hashlimit keeps one kernel table per name, and a
+                # rule laid in the same transaction that deletes the old one (ipt_script)
+                # joins the old table, old rate included. At most 15 characters:
+                # i6s65535ni63 + 3 hex digits.
+                tag = f"i6s{self.spec.first}{name[0]}{d[0]}{zlib.crc32(str(rate).encode()) & 0xfff:03x}"
                 for i, ifname in enumerate(ifaces):
                     out.append(["-A", cls, flag, ifname, *limit, "--hashlimit-name", f"{tag}{i}",
                                 "-j", target])

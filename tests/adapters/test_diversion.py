@@ -168,6 +168,20 @@ class TestBudgetRender:
         assert len(names) == 1 + 2 * (1 + len(BUDGET_CLASSES))
         assert max(map(len, names)) <= 28, sorted(names, key=len)[-1]
 
+    def test_hashlimit_names_fit_and_carry_the_rate(self) -> None:
+        """hashlimit names hold 15 characters at the highest queue and bucket index; a new
+        rate is a new name (a kernel table of its own, not the old one's)."""
+        many = tuple(f"eth{i}" for i in range(64))
+
+        def names(rate: int) -> set[str]:
+            budget = BudgetSpec(rates=(("nd", rate), ("headers", rate)), interfaces=many)
+            text = IptablesDiversion(QueueSpec(first=65535, budget=budget)).render()
+            words = text.split()
+            return {words[i + 1] for i, w in enumerate(words) if w == "--hashlimit-name"}
+
+        assert len(names(50)) == 2 * 2 * 65 and max(map(len, names(50))) <= 15
+        assert names(50).isdisjoint(names(51))
+
     def test_icmpv6_without_a_type_pays_the_headers_budget(self) -> None:
         """nft: ICMPv6 too short for its type cannot be charged by type, so the ICMPv6 line
         asks for a readable type and such a packet reaches the last (budgeted) line."""
@@ -422,6 +436,30 @@ class TestBudgetInNamespace:
             div.remove()
         _nft, ipt = _ruleset(lone_ns)
         assert "ICMP6_SHIM" not in ipt and "hashlimit" not in ipt
+
+    def test_iptables_new_rate_applies_over_a_kept_copy(self, lone_ns: Topology) -> None:
+        """A copy laid with a 1/s budget (a fail-closed leftover) replaced by one with a high
+        budget: the new rate applies at once. hashlimit keeps one kernel table per name, and
+        a rule laid in the transaction that deletes the old one would join the old table."""
+        import socket
+
+        def spec(rate: int) -> QueueSpec:
+            return QueueSpec(first=7, budget=BudgetSpec(rates=(("other", rate),)))
+
+        with in_netns(lone_ns.ns("x")):
+            IptablesDiversion(spec(1)).install()
+            div = IptablesDiversion(spec(100_000))
+            div.install()
+            refused = 0
+            with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+                for i in range(20):
+                    try:
+                        s.sendto(bytes([128, 0, 0, 0, 0, 1, 0, i]), ("::1", 0))
+                    except PermissionError:
+                        refused += 1
+            counters = div.counters()
+            div.remove()
+        assert counters is not None and refused == 0 and counters.budget["other_out"] == 0
 
     def test_nft_budget_rules_pass_the_kernel_check(self, lone_ns: Topology) -> None:
         """The budget sets and rules are valid for this kernel (`nft --check`), with the queue
