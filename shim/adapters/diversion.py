@@ -396,23 +396,32 @@ class NftDiversion:
         self._gen_sock = self._gen_sock or _generation_socket()
 
     def remove(self) -> None:
-        """Delete our table; with `flags owner` only our own context can, so it does."""
-        if self._nft is None or not self._nft.open:
-            _remove_nft_table(self.spec.nft_table)
-            return
+        """Delete our table; with `flags owner` only our own context can, so it does.
+
+        Raises:
+            EnvironmentProblem: the table is still there afterwards (the stop then says so
+                instead of "removed": with fail_open = false it would drop what it diverts).
+        """
         table = self.spec.nft_table
-        for first in (f"table inet {table} {{ flags owner; }}\n", f"table inet {table} {{ }}\n"):
-            try:
-                self._nft.run(f"{first}delete table inet {table}\n")
-                break
-            except EnvironmentProblem:
-                continue
-        self._nft.close()
+        error: str | None = None
+        if self._nft is None or not self._nft.open:
+            error = _remove_nft_table(table)
+        else:
+            for first in (f"table inet {table} {{ flags owner; }}\n", f"table inet {table} {{ }}\n"):
+                try:
+                    self._nft.run(f"{first}delete table inet {table}\n")
+                    error = None
+                    break
+                except EnvironmentProblem as exc:
+                    error = str(exc)
+            self._nft.close()  # an owned table goes with our socket in any case
         self._installed = False
         self._baseline = None
         if self._gen_sock is not None:
             self._gen_sock.close()
             self._gen_sock = None
+        if error is not None and _run(["nft", "list", "table", "inet", table]).returncode == 0:
+            raise EnvironmentProblem(f"removing nft table inet {table} failed: {error}")
 
     @property
     def owned(self) -> bool:
@@ -637,12 +646,18 @@ class IptablesDiversion:
             raise _fail(what, proc)
 
     def remove(self) -> None:
-        """Delete our chains and jumps, and the mangle table if we made it and it is empty."""
-        self.remove_chain(self.spec.ipt_chain)
-        self._baseline = None
-        if self._gen_sock is not None:
-            self._gen_sock.close()
-            self._gen_sock = None
+        """Delete our chains and jumps, and the mangle table if we made it and it is empty.
+
+        Raises:
+            EnvironmentProblem: they could not be removed (see NftDiversion.remove).
+        """
+        try:
+            self.remove_chain(self.spec.ipt_chain)
+        finally:
+            self._baseline = None
+            if self._gen_sock is not None:
+                self._gen_sock.close()
+                self._gen_sock = None
         if self._table_was_there is False:
             drop_empty_mangle()
 
@@ -697,17 +712,17 @@ class IptablesDiversion:
 
     def remove_chain(self, chain: str) -> None:
         """Delete the jumps to `chain` and to its budget chains, then those chains, in one
-        transaction; nothing else is touched. A table that cannot be read or a refused
-        batch leaves things as they were (remove runs at stop and cleanup, where the
-        caller has nothing better to do with an error than go on)."""
+        transaction; nothing else is touched.
+
+        Raises:
+            EnvironmentProblem: the table could not be read or the batch was refused (then
+                nothing changed).
+        """
         if shutil.which(self.binary) is None:
             return
-        try:
-            script = ipt_script(self._save(), chain, [])
-            if script:
-                self._restore(script, f"removing ip6tables chain {chain} failed")
-        except EnvironmentProblem:
-            return
+        script = ipt_script(self._save(), chain, [])
+        if script:
+            self._restore(script, f"removing ip6tables chain {chain} failed")
 
     def counters(self) -> DiversionCounters | None:
         """Queue and budget rule counters from one `ip6tables-save -c`; None if unreadable."""
@@ -845,6 +860,9 @@ def drop_empty_mangle() -> bool:
     return delete_table_at(_NFPROTO_IPV6, IPT_TABLE, before)
 
 
+NOT_REMOVED = " (not removed: "  # how cleanup's list marks what it found and could not remove
+
+
 def cleanup_instance(first_queue: int) -> list[str]:
     """Remove what the instance on `first_queue` may have left behind; return what was found.
 
@@ -868,15 +886,18 @@ def _cleanup(ours: Callable[[str], bool]) -> list[str]:
                     and ours(parts[2]):
                 why = _remove_nft_table(parts[2])
                 # An owned table (a running fail-open daemon's) refuses every other process.
-                found.append(f"nft table inet {parts[2]}" + (f" (not removed: {why})" if why else ""))
+                found.append(f"nft table inet {parts[2]}" + (f"{NOT_REMOVED}{why})" if why else ""))
     if shutil.which("ip6tables"):
         ipt = IptablesDiversion(QueueSpec(first=0))
         removed = False
         for chain in ipt.chains():
             if _IPT_NAME.match(chain) and ours(chain):
-                found.append(f"ip6tables -t {IPT_TABLE} chain {chain}")
-                ipt.remove_chain(chain)
-                removed = True
+                try:
+                    ipt.remove_chain(chain)
+                    found.append(f"ip6tables -t {IPT_TABLE} chain {chain}")
+                    removed = True
+                except EnvironmentProblem as exc:
+                    found.append(f"ip6tables -t {IPT_TABLE} chain {chain}{NOT_REMOVED}{exc})")
         # The table iptables-nft made for our chains, if removing them left it empty.
         if removed and ipt.nft_based() and drop_empty_mangle():
             found.append(f"nft table ip6 {IPT_TABLE} (left empty)")

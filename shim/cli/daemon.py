@@ -129,7 +129,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from shim.config.loader import load_config
-    from shim.adapters.diversion import cleanup_all, cleanup_instance
+    from shim.adapters.diversion import NOT_REMOVED, cleanup_all, cleanup_instance
     from shim.daemon.host import check_privileges
 
     check_privileges()
@@ -146,7 +146,9 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             load_config(config_dir(args.config)).settings.queue_num
         found = cleanup_instance(queue)
     print("removed: " + ", ".join(found) if found else "nothing of icmp6-shim was installed")
-    return 0
+    # Something found and left (an owned table of a running instance, a refused batch):
+    # not clean, so not 0; the list above says what and why.
+    return 1 if any(NOT_REMOVED in item for item in found) else 0
 
 
 def _fail_closed_after_failure(config: str | None) -> str | None:

@@ -155,8 +155,10 @@ class ProcessHost:
         diversion, self._chosen = self._chosen, None
         if diversion is None:
             return
-        diversion.install()
+        # Ours before install(): the kernel may have taken the batch when a later step of
+        # install() (the baseline listing) fails, and what it took must go at stop too.
         self.diversion = diversion
+        diversion.install()
         self.guard = DiversionGuard(diversion, self.log)
         self.rule_counters = CachedCounters(diversion.counters)
         s = self.settings

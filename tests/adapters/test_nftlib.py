@@ -68,6 +68,22 @@ class TestNftContext:
             _, status = os.waitpid(pid, 0)
         assert "sdown" not in left and os.waitstatus_to_exitcode(status) == 0
 
+    def test_a_removal_that_leaves_the_table_says_so(self, ns: Topology) -> None:
+        """NftDiversion.remove() raises when the table is still there afterwards (here owned
+        by another socket), so a stop logs diversion_remove_failed, not "removed"."""
+        from shim.adapters.diversion import NftDiversion, QueueSpec
+
+        spec = QueueSpec(first=0)
+        with in_netns(ns.ns("x")):
+            other = NftContext()
+            other.run(f"table inet {spec.nft_table} {{ flags owner; }}")
+            try:
+                with pytest.raises(EnvironmentProblem, match=f"removing nft table inet {spec.nft_table}"):
+                    NftDiversion(spec).remove()
+            finally:
+                other.close()
+            NftDiversion(spec).remove()  # gone with its owner: nothing to say
+
     def test_errors_are_one_line(self, ns: Topology) -> None:
         """A refused command raises EnvironmentProblem with the kernel's error line."""
         with in_netns(ns.ns("x")):
