@@ -177,6 +177,9 @@ class ProcessHost:
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+        # A worker starts with SIGHUP blocked (supervisor.py): a reload asked meanwhile is
+        # delivered here, to our handler. Elsewhere nothing is blocked and this is a no-op.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         try:
             yield wake_r
         finally:

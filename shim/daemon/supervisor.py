@@ -32,7 +32,7 @@ from shim.core.errors import ShimError
 from shim.daemon.host import ProcessHost, check_privileges, die_with_parent
 from shim.daemon.logs import get_logger, sink_counters
 from shim.daemon.notify import Notifier
-from shim.daemon.reload import Outcome, Reloader
+from shim.daemon.reload import Outcome, Reloader, describe
 from shim.daemon.service import RELOAD_TIMEOUT, Service
 from shim.daemon.sockserve import sync_poller
 
@@ -67,11 +67,15 @@ def _worker_main(config_dir: Path | None, config: Config, queue_num: int, trace:
             pass
 
     # Until its Service takes them over, the supervisor's handlers (copied by fork) would
-    # swallow a stop: SIGTERM kills, SIGHUP waits (a reload forwarded before the bind).
+    # swallow a stop: SIGTERM kills, SIGHUP waits. Blocked, not ignored: a reload forwarded
+    # while this worker still compiles stays pending, and ProcessHost.signals() unblocks it
+    # once its own handler is in place, so the worker reloads instead of serving the old
+    # table while the supervisor reports the new one.
     signal.set_wakeup_fd(-1)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # blocked: pending, never acted on here
     if not die_with_parent(parent):
         os._exit(1)  # the supervisor died before prctl took effect: nothing is bound yet
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it decides the stop order
@@ -83,6 +87,10 @@ def _worker_main(config_dir: Path | None, config: Config, queue_num: int, trace:
     except ShimError as exc:
         reports.put(("error", str(exc)), timeout=2)
         rc = exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - one line, not multiprocessing's traceback
+        # The loop has logged `crashed` already; the supervisor restarts the worker.
+        reports.put(("error", f"worker crashed: {describe(exc)}"), timeout=2)
+        rc = 70  # EX_SOFTWARE
     reports.close()
     if os.getppid() == parent:
         reports.join_thread()  # os._exit skips the feeder thread's flush: wait for it here

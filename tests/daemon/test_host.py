@@ -207,6 +207,32 @@ class TestRun:
         assert signal.getsignal(signal.SIGTERM) is before  # the old handlers are back
 
 
+    def test_a_sighup_held_back_before_start_reaches_the_loop(self, tmp_path: Path,
+                                                             manager: socket.socket,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+        """A worker starts with SIGHUP blocked (a reload forwarded while it compiles): once
+        the host's handler is in, the pending signal is a reload, not lost."""
+        h, _fake = make(tmp_path, manager, monkeypatch)
+        seen: list[bool] = []
+
+        def loop(_wake: socket.socket) -> None:
+            for _ in range(100):  # bounded: the handler runs between bytecodes
+                if h.flags.reload:
+                    break
+                time.sleep(0.01)
+            seen.append(h.take_reload())
+
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)  # pending: nobody acts on it yet
+            assert signal.SIGHUP in signal.sigpending()
+            assert h.run(lambda: None, loop, lambda _keep: None) == 0
+        finally:
+            signal.sigtimedwait({signal.SIGHUP}, 0)  # if still pending (the failing case)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        assert seen == [True]
+
+
 class TestTick:
     """The loop's housekeeping: watchdog only while healthy, STATUS at most every 2 s."""
 
