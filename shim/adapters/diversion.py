@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from shim.adapters.drift import JUMPS_FROM, Sections, describe, ipt_sections, nft_sections
+from shim.adapters.drift import AHEAD_OF, JUMPS_FROM, Sections, describe, ipt_sections, nft_sections
 from shim.adapters.nftlib import (NETLINK_NETFILTER, NftContext, delete_table_at, generation,
                                   library_present)
 from shim.core.errors import EnvironmentProblem
@@ -788,7 +788,7 @@ def ipt_script(save: str, chain: str, commands: list[list[str]]) -> str:
     """
     old = ipt_sections(save, chain)
     made = [args[1] for args in commands if args[:1] == ["-N"]]
-    existing = [name for name in old if not name.startswith(JUMPS_FROM)]
+    existing = [name for name in old if not name.startswith((JUMPS_FROM, AHEAD_OF))]
     lines = [f":{name} - [0:0]" for name in dict.fromkeys([*made, *existing])]
     lines += [f"-D {name[len(JUMPS_FROM):]} {spec}" for name, specs in old.items()
               if name.startswith(JUMPS_FROM) for spec in specs]

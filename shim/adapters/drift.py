@@ -44,12 +44,20 @@ def _ours(word: str, chain: str) -> bool:
 
 
 JUMPS_FROM = "jumps from "  # the section of our jumps in a chain not ours: JUMPS_FROM + its name
+# The section of the rules of others in front of our first jump in a built-in chain: an
+# ACCEPT there ends the table's walk before our jump (a bypass), so the guard must see it.
+# Install puts our jumps first, so the baseline has none.
+AHEAD_OF = "rules ahead of our jumps in "
+_SHIM = "ICMP6_SHIM"  # every instance's chains: another instance's jump ahead is no bypass
 
 
 def ipt_sections(save: str, chain: str) -> dict[str, tuple[str, ...]]:
     """`ip6tables-save -t mangle` text as {chain: the lines of ours in it}: our chains
-    (declared, with all their rules) and, as "jumps from CHAIN", our jumps in the others."""
+    (declared, with all their rules), as JUMPS_FROM + CHAIN our jumps in the others, and as
+    AHEAD_OF + CHAIN the rules of others in front of our first jump there."""
     out: dict[str, list[str]] = {}
+    before: dict[str, list[str]] = {}   # built-in chain -> others' rules seen so far
+    reached: set[str] = set()           # built-in chains where our first jump was seen
     for raw in save.splitlines():
         words = raw.split()
         if not words:
@@ -62,7 +70,13 @@ def ipt_sections(save: str, chain: str) -> dict[str, tuple[str, ...]]:
             if _ours(where, chain):
                 out.setdefault(where, []).append(" ".join(words[2:]))
             elif _ours(target, chain):
+                if where not in reached and before.get(where):
+                    out[f"{AHEAD_OF}{where}"] = before[where]
+                reached.add(where)
                 out.setdefault(f"{JUMPS_FROM}{where}", []).append(" ".join(words[2:]))
+            elif where not in reached and not where.startswith(_SHIM) \
+                    and not target.startswith(_SHIM):
+                before.setdefault(where, []).append(" ".join(words[2:]))
     return {k: tuple(v) for k, v in out.items()}
 
 

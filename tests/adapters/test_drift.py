@@ -77,6 +77,18 @@ class TestIptSections:
         assert describe(base, flushed, "x") == ("missing jumps from INPUT; "
                                                 "ICMP6_SHIM_Q0 emptied (0 of 2 rules)")
 
+    def test_a_rule_of_others_ahead_of_our_jumps_is_a_change(self) -> None:
+        """`ip6tables -t mangle -I INPUT 1 ... -j ACCEPT` ends the walk before our jump: a
+        bypass the guard must find. Another instance's jump ahead of ours is not one."""
+        base = ipt_sections(SAVE, "ICMP6_SHIM_Q0")
+        ahead = SAVE.replace("-A INPUT -j ICMP6_SHIM_Q0_IN",
+                             "-A INPUT -p ipv6-icmp -j ACCEPT\n-A INPUT -j ICMP6_SHIM_Q0_IN")
+        assert describe(base, ipt_sections(ahead, "ICMP6_SHIM_Q0"), "x") == \
+            "added rules ahead of our jumps in INPUT"
+        other = SAVE.replace("-A INPUT -j ICMP6_SHIM_Q0_IN",
+                             "-A INPUT -j ICMP6_SHIM_Q1\n-A INPUT -j ICMP6_SHIM_Q0_IN")
+        assert describe(base, ipt_sections(other, "ICMP6_SHIM_Q0"), "x") is None
+
     def test_a_foreign_rule_is_no_change(self) -> None:
         """Someone else's rule in a built-in chain is not an alteration of ours."""
         base = ipt_sections(SAVE, "ICMP6_SHIM_Q0")

@@ -57,6 +57,12 @@ def _disturb(topo: Topology, how: str, tmp: Path) -> None:
         conf = tmp / "nftables.conf"
         conf.write_text(NFTABLES_CONF)
         proc = topo.run("g", "nft", "-f", str(conf))
+    elif how == "ipt-accept-ahead":
+        # Not a flush: a rule put in front of ours whose ACCEPT ends mangle's walk first.
+        for chain in ("INPUT", "FORWARD", "OUTPUT"):
+            proc = topo.run("g", "ip6tables", "-w", "5", "-t", "mangle", "-I", chain, "1",
+                            "-p", "ipv6-icmp", "-j", "ACCEPT")
+            assert proc.returncode == 0, proc.stderr
     else:
         proc = topo.run("g", "ip6tables", "-w", "5", "-t", "mangle", "-F")
     assert proc.returncode == 0, proc.stderr
@@ -92,6 +98,7 @@ CASES = [
     ("iptables", True, "nftables-conf", True, 1),
     ("iptables", True, "ipt-mangle-flush", True, 1),
     ("iptables", False, "nft-flush", True, 1),
+    ("iptables", True, "ipt-accept-ahead", True, 1),
     # The supervisor owns the diversion and its guard.
     ("iptables", True, "ipt-mangle-flush", True, 2),
     # fail_open: the table is owned by the daemon's netlink socket, and a flush skips it.
@@ -103,6 +110,8 @@ CASES = [
     ("nft", False, "nft-flush", True, 1),
     ("nft", False, "nftables-conf", True, 1),
     ("nft", False, "ipt-mangle-flush", False, 1),
+    # An ACCEPT in ip6tables' chains ends only their walk: nft's own base chain still queues.
+    ("nft", False, "ipt-accept-ahead", False, 1),
 ]
 
 
