@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: MIT
 """The match keys of the rule language: one entry per key, read by every consumer.
 
-The config reader (shim.config.loader), the compiler to the C rule (rules.compile_match),
-the reference matcher (rules.match_py), the rendering (explain.describe_match), lint's
-coverage (coverage.shape), `export xfrm` (xfrm._INEXPRESSIBLE) and the analysis
-(packetspace.key_boxes) iterate MATCH_KEYS; each maps every `Kind` to its own code, so a
-new key of a known kind needs no code there, and a new kind fails where it is missing.
+The config reader (shim.config.loader), Match's validation, the compiler to the C rule
+(rules.compile_match), the reference matcher (rules.match_py), the rendering
+(explain.describe_match), lint's coverage (coverage.shape), `export xfrm`
+(xfrm._INEXPRESSIBLE) and the analysis (packetspace.key_boxes) iterate MATCH_KEYS; each
+maps every `Kind` to its own code, so a new key of a known kind needs no code there, and a
+new kind fails (at import, or in the test) where it is missing.
 tests/core/test_matchkeys.py fails if any consumer misses a key.
 
 Rule 1: MATCH_KEYS is in the order rules are written out (`describe_match`); names,
