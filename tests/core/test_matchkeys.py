@@ -156,6 +156,15 @@ class TestEveryConsumer:
         found = key_boxes(table.rules[0].match, space, table.type_role, table.type_ike)
         assert [(name, DIMS[dim]) for name, dim, _ in found] == [(key.name, key.dim)]
 
+    def test_the_space_names_its_interfaces(self, key: MatchKey, value: object) -> None:
+        """An interface a rule names is a value of its own in the space, not "any other"."""
+        table = _table(_match(key, value), DROP)
+        space = space_for([table])
+        if key.kind is Kind.IFNAME:
+            assert space.names == (value,)
+        else:
+            assert space.names == ()
+
     def test_describe_match_writes_what_search_reads(self, key: MatchKey, value: object) -> None:
         """describe_match spells the key so that `search KEY=VALUE` gives the same Match."""
         m = _match(key, value)
