@@ -124,12 +124,26 @@ def _range_in(inner: tuple[int, int] | None, outer: tuple[int, int] | None,
 
 def covers(a: Shape, b: Shape) -> bool:
     """Whether every packet b matches is matched by a (sound, not complete)."""
-    return (b.types <= a.types
-            and all(ca is None or (cb is not None and cb <= ca) for ca, cb in zip(a.codes, b.codes))
-            and all(sb <= sa for sa, sb in zip(a.sets, b.sets))
-            and all(x is None or x == y for x, y in zip(a.scalars, b.scalars))
-            and all(_prefix_in(pb, pa) for pa, pb in zip(a.prefixes, b.prefixes))
-            and all(_range_in(rb, ra, full) for ra, rb, full in zip(a.ranges, b.ranges, _FULL)))
+    # Plain loops, the ranges and sets first: CoverIndex hands over only candidates whose
+    # types, prefixes and scalars can cover, and this runs up to `budget` times per rule.
+    if not b.types <= a.types:
+        return False
+    for ra, rb, full in zip(a.ranges, b.ranges, _FULL):
+        if not _range_in(rb, ra, full):
+            return False
+    for ca, cb in zip(a.codes, b.codes):
+        if ca is not None and (cb is None or not cb <= ca):
+            return False
+    for sa, sb in zip(a.sets, b.sets):
+        if not sb <= sa:
+            return False
+    for x, y in zip(a.scalars, b.scalars):
+        if x is not None and x != y:
+            return False
+    for pa, pb in zip(a.prefixes, b.prefixes):
+        if not _prefix_in(pb, pa):
+            return False
+    return True
 
 
 def _overlap_range(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
