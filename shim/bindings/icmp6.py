@@ -14,6 +14,7 @@ and the scratch view and counters are shared. Use one table per thread.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import os
@@ -167,6 +168,12 @@ def _bitset(values: frozenset[int] | None, what: str) -> list[int]:
     return words
 
 
+# NativeRule fields copied as they are; the others are written by _fill_rule itself. Derived,
+# so a new field is copied (or, with no C field of its name, fails loudly at table build).
+_PLAIN_FIELDS = tuple(f.name for f in dataclasses.fields(NativeRule) if f.name not in {
+    "types", "codes", "src_prefix", "dst_prefix", "nd_valid", "mtu_min", "mtu_max"})
+
+
 def _fill_rule(c: Any, rule: NativeRule) -> None:
     """Write one NativeRule into a zeroed struct icmp6_rule."""
     for name, allowed in (("chain_complete", (-1, 0, 1)), ("malformed", (-1, 0, 1)),
@@ -178,9 +185,7 @@ def _fill_rule(c: Any, rule: NativeRule) -> None:
     need |= lib.ICMP6_NEED_CODE if rule.codes is not None else 0
     c.types = _bitset(rule.types, "type")
     c.codes = _bitset(rule.codes, "code")
-    for name in ("hooks", "roles", "ike", "frag", "src_classes", "dst_classes",
-                 "src_plen", "dst_plen", "hop_min", "hop_max", "chain_complete",
-                 "malformed", "indev", "outdev"):
+    for name in _PLAIN_FIELDS:
         setattr(c, name, getattr(rule, name))  # cffi raises OverflowError when out of range
     for name in ("src_prefix", "dst_prefix"):
         prefix = getattr(rule, name)

@@ -25,6 +25,7 @@ from typing import Any
 from shim.config import values as cv
 from shim.config.values import parse_codes, parse_range, parse_types, parse_verdict
 from shim.core.errors import ConfigError
+from shim.core.matchkeys import KEYS_BY_NAME, MATCH_KEYS, Kind, MatchKey
 from shim.core.model import (
     ENGINE_KINDS,
     FRAG_STATUSES,
@@ -414,22 +415,27 @@ def _verdicts(table: dict[str, Any], marks: tuple[MarkName, ...], path: str) -> 
 
 # --- rules -----------------------------------------------------------------------
 
-_MATCH_KEYS: dict[str, tuple[str, Callable[[object], Any]]] = {
-    "type": ("types", parse_types),
-    "role": ("roles", cv.flags(_ROLES)), "ike": ("ike", cv.flags(_IKE)),
-    "src_class": ("src_classes", cv.classes), "dst_class": ("dst_classes", cv.classes),
-    "src": ("src", cv.prefix), "dst": ("dst", cv.prefix),
-    "hop_limit": ("hop_limit", lambda v: parse_range(v, 0, 255)),
-    "iif": ("iif", cv.ifname), "oif": ("oif", cv.ifname),
-    "hook": ("hooks", cv.many(cv.choice(cv.HOOK_NAMES))),
-    "frag": ("frag", cv.many(cv.choice({f.replace("_", "-"): f for f in FRAG_STATUSES}))),
-    "chain_complete": ("chain_complete", cv.boolean), "malformed": ("malformed", cv.boolean),
-    "nd_valid": ("nd_valid", cv.boolean),
-    "mtu": ("mtu", lambda v: parse_range(v, 0, 0xFFFFFFFF)),
+# One value parser per kind of match key (shim.core.matchkeys): a new key of a known kind
+# is read with no change here. CODES is read after the others, with the rule's types.
+_PARSERS: dict[Kind, Callable[[MatchKey], Callable[[object], Any]]] = {
+    Kind.TYPES: lambda k: parse_types,
+    Kind.ROLES: lambda k: cv.flags(_ROLES),
+    Kind.IKE: lambda k: cv.flags(_IKE),
+    Kind.CLASSES: lambda k: cv.classes,
+    Kind.PREFIX: lambda k: cv.prefix,
+    Kind.HOOKS: lambda k: cv.many(cv.choice(cv.HOOK_NAMES)),
+    Kind.FRAG: lambda k: cv.many(cv.choice({f.replace("_", "-"): f for f in FRAG_STATUSES})),
+    Kind.IFNAME: lambda k: cv.ifname,
+    Kind.FLAG: lambda k: cv.boolean,
+    Kind.RANGE: lambda k: lambda v: parse_range(v, 0, k.top),
 }
-_RULE_KEYS = frozenset({"name", "priority", "description", "log", "verdict", "code",
+_MATCH_KEYS: dict[str, tuple[str, Callable[[object], Any]]] = {
+    k.name: (k.field, _PARSERS[k.kind](k)) for k in MATCH_KEYS if k.kind is not Kind.CODES}
+_CODE_KEYS = tuple(k for k in MATCH_KEYS if k.kind is Kind.CODES)
+_TYPES_FIELD = next(k.field for k in MATCH_KEYS if k.kind is Kind.TYPES)
+_RULE_KEYS = frozenset({"name", "priority", "description", "log", "verdict",
                         "override_hardening"}
-                       | _MATCH_KEYS.keys())
+                       | KEYS_BY_NAME.keys())
 
 
 def _rules(items: object, path: str, order: int, settings: Settings) -> list[Rule]:
@@ -502,8 +508,10 @@ def _rule_name(v: object) -> str:
 def _match(item: dict[str, Any]) -> Match:
     fields = {field: _get(item, key, parse, None)
               for key, (field, parse) in _MATCH_KEYS.items() if key in item}
-    if "code" in item:
-        fields["codes"] = _get(item, "code", lambda v: parse_codes(v, fields.get("types")), None)
+    for k in _CODE_KEYS:  # code names are looked up in the rule's types
+        if k.name in item:
+            fields[k.field] = _get(item, k.name,
+                                   lambda v: parse_codes(v, fields.get(_TYPES_FIELD)), None)
     try:
         return Match(**fields)
     except ValueError as exc:
@@ -518,8 +526,8 @@ def parse_match(item: dict[str, Any], where: str) -> Match:
     """
     try:
         for key in item:
-            if key not in _MATCH_KEYS and key != "code":
-                raise _KeyBad(key, "not a match key" + _hint(key, [*_MATCH_KEYS, "code"]))
+            if key not in KEYS_BY_NAME:
+                raise _KeyBad(key, "not a match key" + _hint(key, KEYS_BY_NAME))
         return _match(item)
     except _KeyBad as exc:
         raise ConfigError(f"{where}: key {exc.key!r}: {exc}") from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from shim.core.matchkeys import MATCH_KEYS, Kind
 from shim.core.model import Hook, Match, Rule, Verdict
 from shim.core.packetspace import D, PacketSpace, match_box
 from shim.core.rules import RuleTable
@@ -49,8 +50,8 @@ def verdict_key(v: Verdict) -> tuple[str, int | None, int | None]:
 def space_for(tables: Sequence[RuleTable], hooks: frozenset[Hook] | None = None) -> PacketSpace:
     """The space for analysing these tables together: their interface names, and the
     hooks given (default: every hook any of their settings diverts)."""
-    names = sorted({n for t in tables for r in t.rules for n in (r.match.iif, r.match.oif)
-                    if n is not None})
+    names = sorted({n for t in tables for r in t.rules for k in MATCH_KEYS
+                    if k.kind is Kind.IFNAME and (n := getattr(r.match, k.field)) is not None})
     if hooks is None:
         hooks = frozenset(h for t in tables for h in t.settings.hooks)
     return PacketSpace(hooks=hooks, names=tuple(names))

@@ -23,28 +23,44 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+from shim.core.matchkeys import MATCH_KEYS, Kind
 from shim.core.model import ADDR_CLASSES, FRAG_STATUSES, Hook, IkeUse, Match, Role
 
 __all__ = ["CoverIndex", "Shape", "covers", "overlaps", "shape"]
 
-_ALL_HOOKS: frozenset[object] = frozenset(Hook)
 _ALL_TYPES: frozenset[int | None] = frozenset([None, *range(256)])
 _Prefix = tuple[int, int]  # (network address as an integer, prefix length)
+# How coverage compares each kind of key (shim.core.matchkeys): a new kind must be placed here.
+_GROUP: dict[Kind, str] = {
+    Kind.TYPES: "types", Kind.ROLES: "types", Kind.IKE: "types",  # one set of types
+    Kind.CODES: "codes",        # a set a packet may have no value for
+    Kind.HOOKS: "sets", Kind.FRAG: "sets", Kind.CLASSES: "sets",  # every packet has one value
+    Kind.IFNAME: "scalars", Kind.FLAG: "scalars",                  # equal or unset
+    Kind.PREFIX: "prefixes", Kind.RANGE: "ranges",
+}
+_UNIVERSE: dict[Kind, frozenset[object]] = {
+    Kind.HOOKS: frozenset(Hook), Kind.FRAG: frozenset(FRAG_STATUSES),
+    Kind.CLASSES: frozenset(ADDR_CLASSES)}
+_UNCLASSIFIED = {Kind.ROLES: int(Role.UNCLASSIFIED), Kind.IKE: int(IkeUse.UNCLASSIFIED)}
+_KEYS = {group: tuple(k for k in MATCH_KEYS if _GROUP[k.kind] == group)
+         for group in dict.fromkeys(_GROUP.values())}
 
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """A Match as the sets, ranges and integers coverage compares (hashable)."""
+    """A Match as the sets, ranges and integers coverage compares (hashable).
+
+    Each tuple holds one entry per key of its group, in MATCH_KEYS order.
+    """
 
     types: frozenset[int | None]
-    codes: frozenset[int] | None
-    sets: tuple[frozenset[object], ...]  # hooks, frag, src classes, dst classes
-    scalars: tuple[object, ...]  # iif, oif, chain_complete, malformed, nd_valid
-    src: _Prefix | None
-    dst: _Prefix | None
-    hop_limit: tuple[int, int] | None
-    mtu: tuple[int, int] | None
+    codes: tuple[frozenset[int] | None, ...]
+    sets: tuple[frozenset[object], ...]  # the key's values; all of them when unset
+    scalars: tuple[object, ...]          # interfaces and flags
+    prefixes: tuple[_Prefix | None, ...]
+    ranges: tuple[tuple[int, int] | None, ...]
 
 
 def _prefix(text: str | None) -> _Prefix | None:
@@ -55,28 +71,38 @@ def _prefix(text: str | None) -> _Prefix | None:
 
 
 def _types(m: Match, type_role: bytes, type_ike: bytes) -> frozenset[int | None]:
-    base: frozenset[int | None] = _ALL_TYPES if m.types is None else frozenset(m.types)
-    if m.roles is None and m.ike is None:
+    base = _ALL_TYPES
+    tests: list[tuple[bytes, int, int]] = []  # (type table, wanted bits, bits of no type)
+    for k in _KEYS["types"]:
+        value = getattr(m, k.field)
+        if value is None:
+            continue
+        if k.kind is Kind.TYPES:
+            base = base & frozenset(value)
+        else:
+            tests.append((type_role if k.kind is Kind.ROLES else type_ike, int(value),
+                          _UNCLASSIFIED[k.kind]))
+    if not tests:
         return base
-    out = set()
-    for t in base:
-        role = type_role[t] if t is not None else int(Role.UNCLASSIFIED)
-        ike = type_ike[t] if t is not None else int(IkeUse.UNCLASSIFIED)
-        if (m.roles is None or role & m.roles) and (m.ike is None or ike & m.ike):
-            out.add(t)
-    return frozenset(out)
+    return frozenset(t for t in base if all(
+        (table[t] if t is not None else none) & bits for table, bits, none in tests))
 
 
 def shape(m: Match, type_role: bytes, type_ike: bytes) -> Shape:
     """The Shape of a Match under a table's type-to-role and type-to-IKE maps."""
+    def values(group: str) -> list[Any]:
+        return [getattr(m, k.field) for k in _KEYS[group]]
     return Shape(
-        types=_types(m, type_role, type_ike), codes=m.codes,
-        sets=(frozenset(_ALL_HOOKS if m.hooks is None else m.hooks),
-              frozenset(FRAG_STATUSES if m.frag is None else m.frag),
-              frozenset(ADDR_CLASSES if m.src_classes is None else m.src_classes),
-              frozenset(ADDR_CLASSES if m.dst_classes is None else m.dst_classes)),
-        scalars=(m.iif, m.oif, m.chain_complete, m.malformed, m.nd_valid),
-        src=_prefix(m.src), dst=_prefix(m.dst), hop_limit=m.hop_limit, mtu=m.mtu)
+        types=_types(m, type_role, type_ike), codes=tuple(values("codes")),
+        sets=tuple(frozenset(_UNIVERSE[k.kind] if v is None else v)
+                   for k, v in zip(_KEYS["sets"], values("sets"))),
+        scalars=tuple(values("scalars")), prefixes=tuple(_prefix(v) for v in values("prefixes")),
+        ranges=tuple(values("ranges")))
+
+
+# Per range key: what a rule without it spans (None: a packet may lack the value).
+_FULL: tuple[tuple[int, int] | None, ...] = tuple(
+    None if k.needs else (0, k.top) for k in _KEYS["ranges"])
 
 
 def _prefix_in(inner: _Prefix | None, outer: _Prefix | None) -> bool:
@@ -98,13 +124,26 @@ def _range_in(inner: tuple[int, int] | None, outer: tuple[int, int] | None,
 
 def covers(a: Shape, b: Shape) -> bool:
     """Whether every packet b matches is matched by a (sound, not complete)."""
-    return (b.types <= a.types
-            and (a.codes is None or (b.codes is not None and b.codes <= a.codes))
-            and all(sb <= sa for sa, sb in zip(a.sets, b.sets))
-            and all(x is None or x == y for x, y in zip(a.scalars, b.scalars))
-            and _prefix_in(b.src, a.src) and _prefix_in(b.dst, a.dst)
-            and _range_in(b.hop_limit, a.hop_limit, (0, 255))
-            and _range_in(b.mtu, a.mtu, None))
+    # Plain loops, the ranges and sets first: CoverIndex hands over only candidates whose
+    # types, prefixes and scalars can cover, and this runs up to `budget` times per rule.
+    if not b.types <= a.types:
+        return False
+    for ra, rb, full in zip(a.ranges, b.ranges, _FULL):
+        if not _range_in(rb, ra, full):
+            return False
+    for ca, cb in zip(a.codes, b.codes):
+        if ca is not None and (cb is None or not cb <= ca):
+            return False
+    for sa, sb in zip(a.sets, b.sets):
+        if not sb <= sa:
+            return False
+    for x, y in zip(a.scalars, b.scalars):
+        if x is not None and x != y:
+            return False
+    for pa, pb in zip(a.prefixes, b.prefixes):
+        if not _prefix_in(pb, pa):
+            return False
+    return True
 
 
 def _overlap_range(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
@@ -114,12 +153,11 @@ def _overlap_range(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool
 def overlaps(a: Shape, b: Shape) -> bool:
     """Whether some packet might match both (errs towards yes)."""
     return (bool(a.types & b.types)
-            and (a.codes is None or b.codes is None or bool(a.codes & b.codes))
+            and all(ca is None or cb is None or bool(ca & cb) for ca, cb in zip(a.codes, b.codes))
             and all(sa & sb for sa, sb in zip(a.sets, b.sets))
             and all(x is None or y is None or x == y for x, y in zip(a.scalars, b.scalars))
-            and (_prefix_in(a.src, b.src) or _prefix_in(b.src, a.src))
-            and (_prefix_in(a.dst, b.dst) or _prefix_in(b.dst, a.dst))
-            and _overlap_range(a.hop_limit, b.hop_limit) and _overlap_range(a.mtu, b.mtu))
+            and all(_prefix_in(pa, pb) or _prefix_in(pb, pa) for pa, pb in zip(a.prefixes, b.prefixes))
+            and all(_overlap_range(ra, rb) for ra, rb in zip(a.ranges, b.ranges)))
 
 
 @dataclass(slots=True)
@@ -131,7 +169,7 @@ class _Leaf:
 
 
 def _key(s: Shape) -> tuple[object, ...]:
-    return (s.src, s.dst, *s.scalars)
+    return (*s.prefixes, *s.scalars)
 
 
 @dataclass(slots=True)
@@ -141,7 +179,9 @@ class CoverIndex:
     _shapes: list[Shape] = field(default_factory=list)
     _first: dict[Shape, tuple[int, int | None]] = field(default_factory=dict)
     _leaves: dict[tuple[object, ...], _Leaf] = field(default_factory=dict)
-    _plens: tuple[set[int], set[int]] = field(default_factory=lambda: (set(), set()))
+    # per prefix key: the prefix lengths filed so far
+    _plens: tuple[set[int], ...] = field(
+        default_factory=lambda: tuple(set() for _ in _KEYS["prefixes"]))
     budget: int = 128     # Rule 3: comparisons one search may make
     incomplete: int = 0   # searches that hit the budget
 
@@ -158,7 +198,7 @@ class CoverIndex:
         leaf.untyped.append(index)
         for t in s.types:
             leaf.by_type.setdefault(t, []).append(index)
-        for plens, prefix in zip(self._plens, (s.src, s.dst)):
+        for plens, prefix in zip(self._plens, s.prefixes):
             if prefix is not None:
                 plens.add(prefix[1])
         return cover
@@ -198,10 +238,11 @@ class CoverIndex:
 
     def _candidate_keys(self, b: Shape) -> Iterator[tuple[object, ...]]:
         """Every key a covering rule can have: None or a supernet per prefix, None or equal."""
-        srcs, dsts = (self._supernets(p, plens) for p, plens in zip((b.src, b.dst), self._plens))
-        scalars = [[None] if x is None else [None, x] for x in b.scalars]
-        keys: list[tuple[object, ...]] = [(s, d) for s in srcs for d in dsts]
-        for options in scalars:
+        options_per_key: list[list[object]] = [
+            list(self._supernets(p, plens)) for p, plens in zip(b.prefixes, self._plens)]
+        options_per_key += [[None] if x is None else [None, x] for x in b.scalars]
+        keys: list[tuple[object, ...]] = [()]
+        for options in options_per_key:
             keys = [(*k, x) for k in keys for x in options]
         return iter(keys)
 

@@ -7,9 +7,12 @@ warnings about a table are shim.core.lint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from shim.core.icmp6_types import type_name
+from shim.core.matchkeys import MATCH_KEYS, Kind
 from shim.core.model import (
     ADDR_CLASSES,
     FRAG_STATUSES,
@@ -50,34 +53,34 @@ def _ranges(values: frozenset[int], names: bool) -> str:
     return ",".join(out)
 
 
+def _flags(flags: enum.Flag) -> str:
+    return ",".join(str(f.name).lower().replace("_", "-") for f in type(flags) if f in flags)
+
+
+def _range(rng: tuple[int, int]) -> str:
+    return str(rng[0]) if rng[0] == rng[1] else f"{rng[0]}-{rng[1]}"
+
+
+# How each kind of key is written back in the rule language (what `search` reads).
+_RENDER: dict[Kind, Callable[[Any], str]] = {
+    Kind.TYPES: lambda v: _ranges(v, names=True),
+    Kind.CODES: lambda v: _ranges(v, names=False),
+    Kind.ROLES: _flags,
+    Kind.IKE: _flags,
+    Kind.CLASSES: lambda v: ",".join(n for n in ADDR_CLASSES if n in v),
+    Kind.PREFIX: str,
+    Kind.HOOKS: lambda v: ",".join(h.name.lower() for h in sorted(v)),
+    Kind.FRAG: lambda v: ",".join(n for n in FRAG_STATUSES if n in v),
+    Kind.IFNAME: str,
+    Kind.FLAG: lambda v: str(v).lower(),
+    Kind.RANGE: _range,
+}
+
+
 def describe_match(m: Match) -> str:
     """One line in the TOML key spelling, e.g. 'type=nd-neighbor-solicit hook=input'."""
-    parts: list[str] = []
-    if m.types is not None:
-        parts.append(f"type={_ranges(m.types, names=True)}")
-    if m.codes is not None:
-        parts.append(f"code={_ranges(m.codes, names=False)}")
-    for key, flags in (("role", m.roles), ("ike", m.ike)):
-        if flags is not None:
-            parts.append(f"{key}=" + ",".join(str(f.name).lower().replace("_", "-")
-                                              for f in type(flags) if f in flags))
-    if m.hooks is not None:
-        parts.append("hook=" + ",".join(h.name.lower() for h in sorted(m.hooks)))
-    for key, names, order in (("src_class", m.src_classes, ADDR_CLASSES),
-                              ("dst_class", m.dst_classes, ADDR_CLASSES),
-                              ("frag", m.frag, FRAG_STATUSES)):
-        if names is not None:
-            parts.append(f"{key}=" + ",".join(n for n in order if n in names))
-    for key, value in (("src", m.src), ("dst", m.dst), ("iif", m.iif), ("oif", m.oif)):
-        if value is not None:
-            parts.append(f"{key}={value}")
-    for key, rng in (("hop_limit", m.hop_limit), ("mtu", m.mtu)):
-        if rng is not None:
-            parts.append(f"{key}={rng[0]}" if rng[0] == rng[1] else f"{key}={rng[0]}-{rng[1]}")
-    for key, flag in (("chain_complete", m.chain_complete), ("malformed", m.malformed),
-                      ("nd_valid", m.nd_valid)):
-        if flag is not None:
-            parts.append(f"{key}={str(flag).lower()}")
+    parts = [f"{k.name}={_RENDER[k.kind](value)}" for k in MATCH_KEYS
+             if (value := getattr(m, k.field)) is not None]
     return " ".join(parts) or "any"
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, fields
 
+from shim.core.matchkeys import MATCH_KEYS, Kind
+
 __all__ = [
     "ADDR_CLASSES",
     "Action",
@@ -404,20 +406,19 @@ class Match:
     mtu: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("types", "codes"):
-            values = getattr(self, name)
-            if values is not None and not all(0 <= v <= 255 for v in values):
+        for key in MATCH_KEYS:  # the kinds whose values have bounds (shim.core.matchkeys)
+            name, values = key.field, getattr(self, key.field)
+            if values is None:
+                continue
+            if key.kind in (Kind.TYPES, Kind.CODES) and not all(0 <= v <= 255 for v in values):
                 raise ValueError(f"{name} must be numbers 0..255")
-        for name in ("src_classes", "dst_classes"):
-            values = getattr(self, name)
-            if values is not None and not values <= frozenset(ADDR_CLASSES):
+            if key.kind is Kind.CLASSES and not values <= frozenset(ADDR_CLASSES):
                 raise ValueError(f"{name}: unknown address class in {sorted(values)}")
-        if self.frag is not None and not self.frag <= frozenset(FRAG_STATUSES):
-            raise ValueError(f"frag: unknown fragment status in {sorted(self.frag)}")
-        for name, top in (("hop_limit", 255), ("mtu", 0xFFFFFFFF)):
-            rng = getattr(self, name)
-            if rng is not None and not 0 <= rng[0] <= rng[1] <= top:
-                raise ValueError(f"{name}: range {rng[0]}-{rng[1]} is not within 0-{top}")
+            if key.kind is Kind.FRAG and not values <= frozenset(FRAG_STATUSES):
+                raise ValueError(f"{name}: unknown fragment status in {sorted(values)}")
+            if key.kind is Kind.RANGE and not 0 <= values[0] <= values[1] <= key.top:
+                raise ValueError(f"{name}: range {values[0]}-{values[1]} is not within "
+                                 f"0-{key.top}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

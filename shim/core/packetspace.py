@@ -21,9 +21,11 @@ Pure: no I/O.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from shim.core.matchkeys import MATCH_KEYS, Kind
 from shim.core.model import ADDR_CLASSES, FRAG_STATUSES, Hook, IkeUse, Match, PacketView, Role
 from shim.core.space import Box, IntervalSet, Region, box_and, iv, iv_sub
 
@@ -168,47 +170,45 @@ def _bits(names: Iterable[str], order: Sequence[str]) -> IntervalSet:
     return iv(order.index(n) for n in names)
 
 
-def _addr(classes: frozenset[str] | None, prefix: str | None) -> list[tuple[str, IntervalSet]]:
-    out: list[tuple[str, IntervalSet]] = []
-    if classes is not None:
-        out.append(("class", iv(r for c in classes for r in CLASS_RANGES[c])))
-    if prefix is not None:
-        net = ipaddress.IPv6Network(prefix, strict=False)
-        if net.prefixlen:  # a /0 prefix tests nothing (absent included), as in C
-            out.append(("prefix", ((int(net.network_address), int(net.broadcast_address)),)))
-    return out
+def _prefix(prefix: str) -> IntervalSet | None:
+    net = ipaddress.IPv6Network(prefix, strict=False)
+    if not net.prefixlen:
+        return None  # a /0 prefix tests nothing (absent included), as in C
+    return ((int(net.network_address), int(net.broadcast_address)),)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    space: PacketSpace
+    type_role: bytes
+    type_ike: bytes
+
+
+# The values of its dimension each kind of key allows (None: it tests nothing).
+_ALLOWED: dict[Kind, Callable[[Any, _Tables], IntervalSet | None]] = {
+    Kind.TYPES: lambda v, t: iv(v),
+    Kind.CODES: lambda v, t: iv(v),
+    Kind.ROLES: lambda v, t: _types_of(t.type_role, t.type_ike, int(v), None),
+    Kind.IKE: lambda v, t: _types_of(t.type_role, t.type_ike, None, int(v)),
+    Kind.CLASSES: lambda v, t: iv(r for c in v for r in CLASS_RANGES[c]),
+    Kind.PREFIX: lambda v, t: _prefix(v),
+    Kind.HOOKS: lambda v, t: iv(int(h) for h in v),
+    Kind.FRAG: lambda v, t: _bits(v, FRAG_STATUSES),
+    Kind.IFNAME: lambda v, t: iv([t.space.if_value(v)]),
+    Kind.FLAG: lambda v, t: iv([int(v)]),
+    Kind.RANGE: lambda v, t: (v,),
+}
 
 
 def key_boxes(m: Match, space: PacketSpace, type_role: bytes,
               type_ike: bytes) -> list[tuple[str, int, IntervalSet]]:
     """(TOML key, dimension, allowed values) for each key the match sets (Rule 2)."""
+    tables = _Tables(space, type_role, type_ike)
     out: list[tuple[str, int, IntervalSet]] = []
-    if m.types is not None:
-        out.append(("type", D["type"], iv(m.types)))
-    if m.codes is not None:
-        out.append(("code", D["code"], iv(m.codes)))
-    if m.roles is not None:
-        out.append(("role", D["type"], _types_of(type_role, type_ike, int(m.roles), None)))
-    if m.ike is not None:
-        out.append(("ike", D["type"], _types_of(type_role, type_ike, None, int(m.ike))))
-    if m.hooks is not None:
-        out.append(("hook", D["hook"], iv(int(h) for h in m.hooks)))
-    for key, name in (("iif", m.iif), ("oif", m.oif)):
-        if name is not None:
-            out.append((key, D[key], iv([space.if_value(name)])))
-    if m.frag is not None:
-        out.append(("frag", D["frag"], _bits(m.frag, FRAG_STATUSES)))
-    for key, flag in (("chain_complete", m.chain_complete), ("malformed", m.malformed),
-                      ("nd_valid", m.nd_valid)):
-        if flag is not None:
-            out.append((key, D[key], iv([int(flag)])))
-    if m.hop_limit is not None:
-        out.append(("hop_limit", D["hop_limit"], (m.hop_limit,)))
-    if m.mtu is not None:
-        out.append(("mtu", D["mtu"], (m.mtu,)))
-    for side, classes, prefix in (("src", m.src_classes, m.src), ("dst", m.dst_classes, m.dst)):
-        for what, values in _addr(classes, prefix):
-            out.append((f"{side}_class" if what == "class" else side, D[side], values))
+    for k in MATCH_KEYS:
+        value = getattr(m, k.field)
+        if value is not None and (allowed := _ALLOWED[k.kind](value, tables)) is not None:
+            out.append((k.name, D[k.dim], allowed))
     return out
 
 

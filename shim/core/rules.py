@@ -22,9 +22,11 @@ import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from shim.core.defaults import DEFAULT_BAND, DEFAULT_RULES, TYPE_IKE, TYPE_ROLE
 from shim.core.errors import ConfigError
+from shim.core.matchkeys import MATCH_KEYS, Kind
 from shim.core.model import (
     ADDR_CLASSES,
     FRAG_STATUSES,
@@ -133,90 +135,105 @@ def resolve_ifindex(ifindex: IfIndex, name: str | None) -> int:
     return index if 0 < index < NO_IFINDEX else NO_IFINDEX
 
 
-def _addr_ok(classes: frozenset[str] | None, prefix: str | None,
-             cls: str, addr: str | None) -> bool:
-    if classes is not None and cls not in classes:
-        return False
-    if prefix is None or _network(prefix).prefixlen == 0:
-        return True
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """What the reference matcher knows beside the packet: the type tables, the interfaces."""
+
+    type_role: bytes
+    type_ike: bytes
+    ifindex: IfIndex
+
+
+def _seen(v: PacketView, hook: Hook, indev: int, outdev: int) -> dict[str, Any]:
+    """What the C walk reads of a packet, by shim.core.packetspace dimension."""
+    return {"hook": hook, "iif": indev, "oif": outdev, "type": v.icmpv6_type,
+            "code": v.icmpv6_code, "frag": v.frag_status, "chain_complete": bool(v.chain_complete),
+            "malformed": bool(v.malformed), "hop_limit": v.hop_limit or 0,  # no header: 0, as in C
+            "src": (v.src_class, v.src), "dst": (v.dst_class, v.dst), "nd_valid": v.nd_valid,
+            "mtu": v.mtu}
+
+
+def _in_prefix(prefix: str, seen: tuple[str, str | None]) -> bool:
+    if _network(prefix).prefixlen == 0:
+        return True  # a /0 prefix tests nothing, not even that there is an address
+    cls, addr = seen
     return cls != "absent" and addr is not None and ipaddress.IPv6Address(addr) in _network(prefix)
 
 
-def _icmp_ok(m: Match, v: PacketView, type_role: bytes, type_ike: bytes) -> bool:
-    t, c = v.icmpv6_type, v.icmpv6_code
-    if m.types is not None and (t is None or t not in m.types):
-        return False
-    if m.codes is not None and (c is None or c not in m.codes):
-        return False
-    role = type_role[t] if t is not None else int(Role.UNCLASSIFIED)
-    ike = type_ike[t] if t is not None else int(IkeUse.UNCLASSIFIED)
-    if (m.roles is not None and not role & m.roles) or (m.ike is not None and not ike & m.ike):
-        return False
-    if m.nd_valid is not None and (v.nd_valid is None or bool(v.nd_valid) != m.nd_valid):
-        return False
-    if m.mtu is not None and (v.mtu is None or not m.mtu[0] <= v.mtu <= m.mtu[1]):
-        return False
-    return True
+def _role_of(t: int | None, w: _Walk) -> int:
+    return w.type_role[t] if t is not None else int(Role.UNCLASSIFIED)
+
+
+def _ike_of(t: int | None, w: _Walk) -> int:
+    return w.type_ike[t] if t is not None else int(IkeUse.UNCLASSIFIED)
+
+
+# The reference test of each kind of key (the C icmp6_rule_matches, key by key):
+# (the Match value, what the packet has in the key's dimension, the context) -> matches.
+_TESTS: dict[Kind, Callable[[Any, Any, _Walk], bool]] = {
+    Kind.TYPES: lambda want, got, w: got is not None and got in want,
+    Kind.CODES: lambda want, got, w: got is not None and got in want,
+    Kind.ROLES: lambda want, got, w: bool(_role_of(got, w) & want),
+    Kind.IKE: lambda want, got, w: bool(_ike_of(got, w) & want),
+    Kind.CLASSES: lambda want, got, w: got[0] in want,
+    Kind.PREFIX: lambda want, got, w: _in_prefix(want, got),
+    Kind.HOOKS: lambda want, got, w: got in want,
+    Kind.FRAG: lambda want, got, w: got in want,
+    Kind.IFNAME: lambda want, got, w: resolve_ifindex(w.ifindex, want) == got,
+    Kind.FLAG: lambda want, got, w: got is not None and bool(got) == want,
+    Kind.RANGE: lambda want, got, w: got is not None and want[0] <= got <= want[1],
+}
 
 
 def match_py(m: Match, v: PacketView, hook: Hook, indev: int, outdev: int, *,
              ifindex: IfIndex = _no_interfaces, type_role: bytes = TYPE_ROLE,
              type_ike: bytes = TYPE_IKE) -> bool:
     """The reference semantics of one Match (the C icmp6_rule_matches in Python)."""
-    if (m.hooks is not None and hook not in m.hooks) or (
-            m.frag is not None and v.frag_status not in m.frag):
-        return False
-    if not (_addr_ok(m.src_classes, m.src, v.src_class, v.src)
-            and _addr_ok(m.dst_classes, m.dst, v.dst_class, v.dst)):
-        return False
-    hop = v.hop_limit or 0  # no IPv6 header: compared as 0, as in C
-    if m.hop_limit is not None and not m.hop_limit[0] <= hop <= m.hop_limit[1]:
-        return False
-    if m.chain_complete is not None and bool(v.chain_complete) != m.chain_complete:
-        return False
-    if m.malformed is not None and bool(v.malformed) != m.malformed:
-        return False
-    if m.iif is not None and resolve_ifindex(ifindex, m.iif) != indev:
-        return False
-    if m.oif is not None and resolve_ifindex(ifindex, m.oif) != outdev:
-        return False
-    return _icmp_ok(m, v, type_role, type_ike)
+    return _match_seen(m, _seen(v, hook, indev, outdev), _Walk(type_role, type_ike, ifindex))
 
 
-def _bits(names: Iterable[str] | None, universe: Sequence[str], full: int) -> int:
-    if names is None:
-        return full
+def _match_seen(m: Match, seen: dict[str, Any], w: _Walk) -> bool:
+    for k in MATCH_KEYS:
+        want = getattr(m, k.field)
+        if want is not None and not _TESTS[k.kind](want, seen[k.dim], w):
+            return False
+    return True
+
+
+def _bits(names: Iterable[str], universe: Sequence[str]) -> int:
     return sum(1 << universe.index(n) for n in set(names))
 
 
-def _prefix(prefix: str | None) -> tuple[bytes, int]:
-    if prefix is None:
-        return bytes(16), 0
+def _prefix(prefix: str) -> tuple[bytes, int]:
     net = _network(prefix)
     return net.network_address.packed, net.prefixlen
 
 
+# The NativeRule values of each kind of key, one per MatchKey.native field; an unset key
+# leaves NativeRule's defaults, its full range (see native/icmp6.h).
+_COMPILE: dict[Kind, Callable[[Any, IfIndex], tuple[object, ...]]] = {
+    Kind.TYPES: lambda v, ifx: (v,),
+    Kind.CODES: lambda v, ifx: (v,),
+    Kind.ROLES: lambda v, ifx: (int(v),),
+    Kind.IKE: lambda v, ifx: (int(v),),
+    Kind.CLASSES: lambda v, ifx: (_bits(v, ADDR_CLASSES),),
+    Kind.PREFIX: lambda v, ifx: _prefix(v),
+    Kind.HOOKS: lambda v, ifx: (sum(1 << int(h) for h in v),),
+    Kind.FRAG: lambda v, ifx: (_bits(v, FRAG_STATUSES),),
+    Kind.IFNAME: lambda v, ifx: (resolve_ifindex(ifx, v),),
+    Kind.FLAG: lambda v, ifx: (int(v),),
+    Kind.RANGE: lambda v, ifx: (v[0], v[1]),
+}
+
+
 def compile_match(m: Match, ifindex: IfIndex) -> NativeRule:
     """Compile a Match to the NativeRule the C walk evaluates."""
-    src, src_plen = _prefix(m.src)
-    dst, dst_plen = _prefix(m.dst)
-    return NativeRule(
-        types=m.types, codes=m.codes,
-        hooks=0x1F if m.hooks is None else sum(1 << int(h) for h in m.hooks),
-        roles=0xF if m.roles is None else int(m.roles),
-        ike=0xF if m.ike is None else int(m.ike),
-        frag=_bits(m.frag, FRAG_STATUSES, 0xF),
-        src_classes=_bits(m.src_classes, ADDR_CLASSES, 0x1FF),
-        dst_classes=_bits(m.dst_classes, ADDR_CLASSES, 0x1FF),
-        src_prefix=src, src_plen=src_plen, dst_prefix=dst, dst_plen=dst_plen,
-        hop_min=m.hop_limit[0] if m.hop_limit else 0,
-        hop_max=m.hop_limit[1] if m.hop_limit else 255,
-        chain_complete=-1 if m.chain_complete is None else int(m.chain_complete),
-        malformed=-1 if m.malformed is None else int(m.malformed),
-        nd_valid=None if m.nd_valid is None else int(m.nd_valid),
-        indev=resolve_ifindex(ifindex, m.iif), outdev=resolve_ifindex(ifindex, m.oif),
-        mtu_min=m.mtu[0] if m.mtu else None, mtu_max=m.mtu[1] if m.mtu else None,
-    )
+    out: dict[str, Any] = {}
+    for k in MATCH_KEYS:
+        value = getattr(m, k.field)
+        if value is not None:
+            out.update(zip(k.native, _COMPILE[k.kind](value, ifindex), strict=True))
+    return NativeRule(**out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,9 +271,8 @@ class RuleTable:
     def matches_py(self, view: PacketView, hook: Hook, indev: int = 0, outdev: int = 0,
                    ifindex: IfIndex = _no_interfaces) -> list[int]:
         """Indexes of every rule that matches, in order (winner first)."""
-        return [i for i, r in enumerate(self.rules)
-                if match_py(r.match, view, hook, indev, outdev, ifindex=ifindex,
-                            type_role=self.type_role, type_ike=self.type_ike)]
+        seen, w = _seen(view, hook, indev, outdev), _Walk(self.type_role, self.type_ike, ifindex)
+        return [i for i, r in enumerate(self.rules) if _match_seen(r.match, seen, w)]
 
     def index_py(self, view: PacketView, hook: Hook, indev: int = 0, outdev: int = 0,
                  ifindex: IfIndex = _no_interfaces) -> int:
@@ -264,9 +280,9 @@ class RuleTable:
         non-ICMPv6 traffic (as icmp6_classify without a fate table)."""
         if is_non_icmpv6(view):
             return len(self.rules) + 1
+        seen, w = _seen(view, hook, indev, outdev), _Walk(self.type_role, self.type_ike, ifindex)
         for i, r in enumerate(self.rules):
-            if match_py(r.match, view, hook, indev, outdev, ifindex=ifindex,
-                        type_role=self.type_role, type_ike=self.type_ike):
+            if _match_seen(r.match, seen, w):
                 return i
         return len(self.rules)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from shim.core.errors import ShimError
 from shim.core.icmp6_types import type_name
+from shim.core.matchkeys import MATCH_KEYS
 from shim.core.model import Action, Hook, Match, Verdict
 from shim.core.rules import RuleTable
 
@@ -40,7 +41,9 @@ OUT_HOOKS = frozenset({Hook.OUTPUT, Hook.POSTROUTING})
 FWD_PATH = frozenset({Hook.PREROUTING, Hook.FORWARD, Hook.POSTROUTING})  # hooks a forwarded packet crosses
 _CLASS_PREFIX = {"link_local": "fe80::/10", "unspecified": "::/128", "loopback": "::1/128",
                  "multicast": "ff00::/8", "solicited_node": "ff02::1:ff00:0/104"}
-_INEXPRESSIBLE = ("hop_limit", "frag", "chain_complete", "malformed", "nd_valid", "mtu", "oif")
+# The Match fields no policy can spell (shim.core.matchkeys, MatchKey.xfrm): a rule setting
+# one gets no exact allow. Derived, so a new key is inexpressible unless declared otherwise.
+_INEXPRESSIBLE = tuple(k.field for k in MATCH_KEYS if not k.xfrm)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
