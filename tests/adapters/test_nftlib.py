@@ -56,12 +56,20 @@ class TestNftContext:
             nft = NftContext()
             nft.run(OWNED)
             r, w = os.pipe()
+            ready_r, ready_w = os.pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(w)
+                os.close(ready_r)
+                # Code here runs after the at-fork handlers: the child's copy is closed by
+                # now. Until then it still holds the socket, and the parent must wait for it.
+                os.write(ready_w, b"1")
                 os.read(r, 1)  # lives until the parent has looked
                 os._exit(0 if not nft.open else 1)
             os.close(r)
+            os.close(ready_w)
+            assert os.read(ready_r, 1) == b"1"  # bounded: the child writes or dies (EOF)
+            os.close(ready_r)
             nft.close()
             left = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
             os.close(w)
