@@ -20,6 +20,7 @@ import ipaddress
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -113,32 +114,39 @@ def _direct_rules(n: int) -> list[NativeRule]:
     return out
 
 
-def build_table_sizes(counts: tuple[int, ...], repeat: int) -> list[dict[str, object]]:
-    """Compile time and memory of the classifier alone, and the process's RSS growth.
+def build_one(n: int, repeat: int) -> dict[str, object]:
+    """Compile time and memory of the classifier of n rules (plus the defaults), built directly.
 
     The build is timed by itself (NativeTable.classifier_build_cpu: icmp6_cls_build on a
     built table, process CPU clock, `repeat` times, min and median). The first version of
     this bench subtracted a separately timed plain-walk NativeTable from a compiled one
     (wall clock, once each): the classifier is a small share of either (the Python-side
     rule fill and the candidate lists dominate), so the difference was noise of the two
-    larger numbers, clamped at 0 when negative (50,000 rules showed 0.000 s).
+    larger numbers, clamped at 0 when negative (50,000 rules showed 0.000 s). Memory: the
+    classifier's own bytes, and the RSS growth of building the whole C table (rules,
+    candidate lists, classifier) measured in a process of its own (build_table_sizes), so
+    no earlier table's freed memory is reused.
     """
     d = build_table(Settings(), [])
-    defaults = list(d.native_rules(ifindex))
-    rows: list[dict[str, object]] = []
+    rules = _direct_rules(n) + list(d.native_rules(ifindex))
+    before = _rss_kib()
+    t = NativeTable(rules, d.type_role, d.type_ike, 16)
+    grown = (_rss_kib() - before) / 1024
+    build = t.classifier_build_cpu(repeat)
+    s = t.classifier_stats()
+    return {"rules": n, "build_s_min": round(min(build), 5),
+            "build_s_median": round(_median(build), 5), "repeat": repeat,
+            "classifier_mib": round(s["bytes"] / 2**20, 2), "buckets": s["buckets"],
+            "bitvec_buckets": s["bitvec_buckets"], "table_rss_growth_mib": round(grown, 1)}
+
+
+def build_table_sizes(counts: tuple[int, ...], repeat: int) -> list[dict[str, object]]:
+    """build_one for each count, each in a fresh child process."""
+    rows = []
     for n in counts:
-        rules = _direct_rules(n) + defaults
-        before = _rss_kib()
-        t = NativeTable(rules, d.type_role, d.type_ike, 16)
-        grown = (_rss_kib() - before) / 1024
-        build = t.classifier_build_cpu(repeat)
-        s = t.classifier_stats()
-        rows.append({"rules": n, "build_s_min": round(min(build), 5),
-                     "build_s_median": round(_median(build), 5), "repeat": repeat,
-                     "classifier_mib": round(s["bytes"] / 2**20, 2), "buckets": s["buckets"],
-                     "bitvec_buckets": s["bitvec_buckets"],
-                     "table_rss_growth_mib": round(grown, 1)})
-        del t
+        out = subprocess.run([sys.executable, __file__, "--build", str(n), "--repeat", str(repeat)],
+                             capture_output=True, text=True, check=True, timeout=600)
+        rows.append(json.loads(out.stdout))
     return rows
 
 
@@ -154,7 +162,7 @@ def render(classify: list[dict[str, object]], rss: dict[str, float],
     lines += ["", f"RSS growth over the classify tables: {rss['growth_mib']:.1f} MiB "
               f"(peak RSS {rss['peak_mib']:.0f} MiB)", "",
               "| rules (built directly) | classifier build CPU s, min | median | classifier MiB "
-              "| buckets | bit-vector buckets | RSS growth of the whole C table MiB |",
+              "| buckets | bit-vector buckets | RSS growth building the whole C table, fresh process, MiB |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in build:
         lines.append(f"| {r['rules']:,} | {r['build_s_min']:.4f} | {r['build_s_median']:.4f} "
@@ -167,7 +175,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", action="store_true", help="one JSON object instead of Markdown")
+    p.add_argument("--build", type=int, default=-1, help=argparse.SUPPRESS)  # build_one in a child
+    p.add_argument("--repeat", type=int, default=7, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.build >= 0:
+        print(json.dumps(build_one(args.build, args.repeat)))
+        return 0
     counts = (0, 1_000, 10_000)  # --quick: fewer calls per figure, the same tables
     before = _rss_kib()
     classify = classify_table(counts, 20_000 if args.quick else 200_000)
