@@ -150,8 +150,46 @@ def build_table_sizes(counts: tuple[int, ...], repeat: int) -> list[dict[str, ob
     return rows
 
 
+def _unanchored_rules(n: int) -> list[NativeRule]:
+    """n rules without a prefix (one bucket: the bit-vector scheme over all of them), none
+    matching PACKETS' echo: mixed types, hop-limit windows, interfaces the packet never uses."""
+    return [NativeRule(types=frozenset({(128, 129, 2, 1, 3)[i % 5]}), hooks=1 << (i % 5),
+                       hop_min=i % 200, hop_max=i % 200 + 8, indev=5 + i % 50)
+            for i in range(n)]
+
+
+def structure(counts: tuple[int, ...], repeat: int) -> list[dict[str, object]]:
+    """The design's figures (docs/design.md "The compiled classifier"): the same number of
+    rules anchored on prefixes (one small bucket each) or all in one bit-vector bucket (the
+    flat per-field bitset scheme: Lakshman-Stiliadis, and pipapo's per-packet AND of
+    rules/64 words per field group), against the walk; classify() ns of the echo a -> b."""
+    d = build_table(Settings(), [])
+    defaults = list(d.native_rules(ifindex))
+    data, hook = PACKETS["echo a->b (forward, no user rule)"]
+    rows: list[dict[str, object]] = []
+    base = NativeTable(defaults, d.type_role, d.type_ike, 16)
+    rows.append({"shape": "defaults only", "rules": 0, "compiled_ns": round(_ns(base, data, hook, 20_000))})
+    for n in counts:
+        for shape, make in (("anchored on prefixes", _direct_rules),
+                            ("no prefix: one bit-vector bucket", _unanchored_rules)):
+            rules = make(n) + defaults
+            t = NativeTable(rules, d.type_role, d.type_ike, 16)
+            walk = NativeTable(rules, d.type_role, d.type_ike, 16, compiled=False)
+            assert t.classify(data, hook, 2, 3) == walk.classify(data, hook, 2, 3)
+            s = t.classifier_stats()
+            build = t.classifier_build_cpu(repeat)
+            rows.append({"shape": shape, "rules": n,
+                         "compiled_ns": round(_ns(t, data, hook, 20_000)),
+                         "walk_ns": round(_ns(walk, data, hook, max(200, 2_000_000 // n))),
+                         "build_s_min": round(min(build), 5),
+                         "classifier_mib": round(s["bytes"] / 2**20, 2),
+                         "buckets": s["buckets"], "largest_bucket": s["largest_bucket"],
+                         "bitvec_buckets": s["bitvec_buckets"]})
+    return rows
+
+
 def render(classify: list[dict[str, object]], rss: dict[str, float],
-           build: list[dict[str, object]]) -> str:
+           build: list[dict[str, object]], shapes: list[dict[str, object]] | None = None) -> str:
     """The Markdown of one run (bench/results/classifier.md)."""
     lines = ["| user rules | packet | compiled ns | walk ns | reload CPU s: load_config + "
              "compile_config (min, median of 3) |", "|---:|---|---:|---:|---:|"]
@@ -168,6 +206,18 @@ def render(classify: list[dict[str, object]], rss: dict[str, float],
         lines.append(f"| {r['rules']:,} | {r['build_s_min']:.4f} | {r['build_s_median']:.4f} "
                      f"| {r['classifier_mib']:.1f} | {r['buckets']:,} | {r['bitvec_buckets']} "
                      f"| {r['table_rss_growth_mib']:.1f} |")
+    if shapes:
+        lines += ["", "Structure (echo a -> b, no rule matches; the same rules anchored on "
+                  "prefixes or all without one):", "",
+                  "| rules | shape | compiled ns | walk ns | build CPU s | classifier MiB | buckets "
+                  "| largest bucket |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for r in shapes:
+            if not r["rules"]:
+                lines.append(f"| 0 | {r['shape']} | {r['compiled_ns']} | - | - | - | - | - |")
+                continue
+            lines.append(f"| {r['rules']:,} | {r['shape']} | {r['compiled_ns']} | {r['walk_ns']} "
+                         f"| {r['build_s_min']:.4f} | {r['classifier_mib']:.1f} | {r['buckets']:,} "
+                         f"| {r['largest_bucket']:,} |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,10 +237,14 @@ def main() -> int:
     rss = {"growth_mib": (_rss_kib() - before) / 1024,
            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     build = build_table_sizes((1_000, 10_000, 50_000), 3 if args.quick else 7)
+    shapes = structure((1_000, 10_000), 3)
     if args.json:
-        print(json.dumps({"classify": classify, "rss": rss, "build": build}))
+        print(json.dumps({"classify": classify, "rss": rss, "build": build, "shapes": shapes}))
     else:
-        print(render(classify, rss, build), end="")
+        print(f"Command: `.venv/bin/python bench/bench_classifier.py{' --quick' if args.quick else ''}`"
+              f" ({time.strftime('%Y-%m-%d %H:%M')}; times are process CPU, so a busy host "
+              "slows them less than wall clock would)\n")
+        print(render(classify, rss, build, shapes), end="")
     return 0
 
 

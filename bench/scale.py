@@ -180,7 +180,7 @@ def render(res: dict[str, Any], machine: dict[str, object], date: str) -> str:
     elif cls:
         from bench.bench_classifier import render as render_cls
         lines += ["", "## In-process (bench/bench_classifier.py)", "",
-                  render_cls(cls["classify"], cls["rss"], cls["build"]).rstrip()]
+                  render_cls(cls["classify"], cls["rss"], cls["build"], cls.get("shapes")).rstrip()]
     return "\n".join(lines) + "\n"
 
 
