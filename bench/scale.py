@@ -20,6 +20,7 @@ at 1,000 / 10,000 / 50,000 rules. Writes bench/results/scale.md and .json.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -48,10 +49,11 @@ def _key(engine: str, n: int) -> str:
 
 def run(bed: Bed, work: Path, *, quick: bool, drain_count: int) -> dict[str, Any]:
     """All measurements of the step, as plain JSON values."""
-    rounds, per_round = (1, 2) if quick else (3, 2)
+    rounds, per_round = (1, 2) if quick else (5, 2)
     probes, bg = (200, 20_000) if quick else (1000, 50_000)
     rules = {n: realistic_rules(n) for n in COUNTS}
     runs: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}   # consumer CPU µs per packet over each drain
     rss: dict[str, dict[str, int]] = {}
     lat: dict[str, dict[str, float]] = {}
     bed.divert(None)
@@ -66,8 +68,9 @@ def run(bed: Bed, work: Path, *, quick: bool, drain_count: int) -> dict[str, Any
             try:
                 idle = max(rss_kib(p) for p in c.pids())
                 for _ in range(per_round):
-                    runs.setdefault(key, []).append(
-                        measure.drain(bed, c, "echo", drain_count)["pps"])
+                    d = measure.drain(bed, c, "echo", drain_count)
+                    runs.setdefault(key, []).append(d["pps"])
+                    cpu.setdefault(key, []).append(d["cpu_us_per_pkt"])
                 if rnd == 0 and n in (0, 10_000):
                     lat[key] = measure.latency(bed, bg, probes)
                 peak = max(rss_kib(p, "VmHWM") for p in c.pids())
@@ -84,6 +87,8 @@ def run(bed: Bed, work: Path, *, quick: bool, drain_count: int) -> dict[str, Any
     return {"quick": quick, "drain_count": drain_count, "rounds": rounds, "per_round": per_round,
             "latency_bg": bg, "probes": probes,
             "drain_pps": {k: measure.summary(v) | {"all": v} for k, v in runs.items()},
+            "cpu_us_per_pkt": {k: {"median": round(statistics.median(v), 3), "all": v}
+                               for k, v in cpu.items()},
             "rss_kib": rss, "latency": lat,
             "classifier": (json.loads(cls.stdout) if cls.returncode == 0
                            else {"failed": cls.stderr[-800:]})}
@@ -147,13 +152,23 @@ def render(res: dict[str, Any], machine: dict[str, object], date: str) -> str:
              "(bench/rulesets.py), none matching the flood. RTT: ping a -> b through the gateway "
              f"({res['probes']} probes, 1 ms apart) over {res['latency_bg']} pps background; "
              "added = minus the same run's RTT with no queue.", "",
-             "| consumer | user rules | drain kpps | × same engine, 0 rules | RSS idle/peak MiB "
-             "| RTT p50/p99 µs | added p50/p99 µs |", "|---|---:|---|---:|---|---|---|"]
+             "CPU/pkt: the consumer's user+system CPU over each drain / packets (clock ticks of "
+             "10 ms over a drain of a few hundred ms: ±0.2 µs), median; it is less moved by this "
+             "host's noise than the rate, which also counts time the consumer or the kernel's "
+             "side was not running.", "",
+             "| consumer | user rules | drain kpps | × same engine, 0 rules | µs CPU/pkt "
+             "| RSS idle/peak MiB | RTT p50/p99 µs | added p50/p99 µs |",
+             "|---|---:|---|---:|---:|---|---|---|"]
     none = res["latency"].get("none", {})
     c = res["drain_pps"].get("c-batch")
+    cpu = res.get("cpu_us_per_pkt", {})
+
+    def cpu_cell(key: str) -> str:
+        return f"{cpu[key]['median']:.2f}" if key in cpu else "-"
+
     if c:
         lines.append(f"| bare C batched | - | {c['median'] / 1e3:.0f} [{c['min'] / 1e3:.0f}–"
-                     f"{c['max'] / 1e3:.0f}] | - | - | - | - |")
+                     f"{c['max'] / 1e3:.0f}] | - | {cpu_cell('c-batch')} | - | - | - |")
     for engine in ENGINES:
         base = _median(res, _key(engine, 0))
         for n in COUNTS:
@@ -167,7 +182,7 @@ def render(res: dict[str, Any], machine: dict[str, object], date: str) -> str:
             added = (f"{lat['p50_us'] - none['p50_us']:.0f}/{lat['p99_us'] - none['p99_us']:.0f}"
                      if lat and none else "-")
             lines.append(f"| shim, {engine} | {n:,} | {d['median'] / 1e3:.0f} [{d['min'] / 1e3:.0f}–"
-                         f"{d['max'] / 1e3:.0f}] | {d['median'] / base:.2f} | "
+                         f"{d['max'] / 1e3:.0f}] | {d['median'] / base:.2f} | {cpu_cell(key)} | "
                          f"{r.get('idle', 0) / 1024:.0f}/{r.get('peak', 0) / 1024:.0f} | {rtt} "
                          f"| {added} |")
     if none:
