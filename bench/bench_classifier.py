@@ -252,8 +252,9 @@ def main() -> int:
         print(json.dumps({"classify": classify, "rss": rss, "build": build, "shapes": shapes}))
     else:
         print(f"Command: `.venv/bin/python bench/bench_classifier.py{' --quick' if args.quick else ''}`"
-              f" ({time.strftime('%Y-%m-%d %H:%M')}; times are process CPU, so a busy host "
-              "slows them less than wall clock would)\n")
+              f" ({time.strftime('%Y-%m-%d %H:%M')}; build and reload times are process CPU, so a "
+              "busy host slows them less than wall clock would; classify() ns are wall clock, "
+              "the best of interleaved rounds)\n")
         print(render(classify, rss, build, shapes), end="")
     return 0
 
