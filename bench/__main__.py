@@ -11,7 +11,7 @@ shim with 0 / 1,000 / 10,000 user rules through the same queue, and the
 classifier's compile time and memory; writes bench/results/scale.md and .json.
 `--only` takes variant names and/or step names (`scale`); latest.* is written
 only when a variant ran. Needs root. Full run < ~20 min; --quick is a smoke run
-of every step in about three minutes.
+of every step in about two to three minutes.
 """
 
 from __future__ import annotations
