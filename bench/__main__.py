@@ -6,8 +6,12 @@ consumer, then for every consumer variant (bench/consumers.py) measures drain
 rate and CPU per packet (repeated, median and spread), a short rate sweep for
 the highest rate with no queue drops, RTT through the queue and RSS; then a
 bounded soak of both shim engines, and the parser micro-benchmark. Writes
-bench/results/latest.md and .json. Needs root. Full run < ~15 min; --quick is
-a smoke run of every step in about two minutes.
+bench/results/latest.md and .json. Then the `scale` step (bench/scale.py): the
+shim with 0 / 1,000 / 10,000 user rules through the same queue, and the
+classifier's compile time and memory; writes bench/results/scale.md and .json.
+`--only` takes variant names and/or step names (`scale`); latest.* is written
+only when a variant ran. Needs root. Full run < ~20 min; --quick is a smoke run
+of every step in about two to three minutes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import measure
+from bench import measure, scale
 from bench.consumers import VARIANTS, start
 from bench.harness import Bed, build_tools, rss_kib
 from bench.report import machine, write
@@ -29,6 +33,7 @@ from bench.report import machine, write
 HERE = Path(__file__).resolve().parent
 BIG_MAXLEN, BIG_RCVBUF = 65_536, 1 << 30     # drains: everything pre-queued must fit
 DEF_MAXLEN, DEF_RCVBUF = 4096, 4 << 20        # sweeps: the shim's defaults
+STEPS = ("scale",)   # steps beside the variants, selectable with --only
 LAYOUT = ("generator, the kernel's receive/queue softirq and the bench itself on CPU 0; one "
           "consumer (or worker) pinned to CPU 1, where the verdict's re-injection and forwarding "
           "to b also run; with 2 workers, both workers float over both CPUs, sharing CPU 0 with "
@@ -102,7 +107,8 @@ def _targets(v: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: small counts, one repeat")
-    p.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    p.add_argument("--only", default="",
+                   help=f"comma-separated variants and/or steps {STEPS} (default: all)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     # The bench's own threads (log readers, /proc polling) stay off the consumer's CPU.
@@ -114,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     args.step_s = 1.0 if q else 2.0
     args.probes, args.latency_bg = (200, 20_000) if q else (1000, 50_000)
     args.soak_s, args.soak_rate = (5.0, 50_000) if q else (60.0, 100_000)
-    names = [n for n in VARIANTS if not args.only or n in args.only.split(",")]
+    only = [x for x in args.only.split(",") if x]
+    unknown = sorted(set(only) - set(VARIANTS) - set(STEPS))
+    if unknown:
+        p.error(f"--only: unknown {', '.join(unknown)}; variants {', '.join(VARIANTS)}, "
+                f"steps {', '.join(STEPS)}")
+    names = [n for n in VARIANTS if not only or n in only]
+    steps = [s for s in STEPS if not only or s in only]
     res: dict[str, Any] = {"machine": machine(), "layout": LAYOUT, "quick": q,
                            "date": time.strftime("%Y-%m-%d %H:%M"), "drain_count": args.drain_count,
                            "repeats": args.repeats, "latency_bg": args.latency_bg, "variants": {}}
@@ -126,10 +138,20 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 res["variants"][name] = _variant(bed, name, args, work)
                 print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
-            if not args.only:
+            if not only:
                 res["soak"] = _soak(bed, args, work)
+            if "scale" in steps:
+                t0 = time.monotonic()
+                scaled = scale.run(bed, work, quick=q, drain_count=args.drain_count)
+                print(f"bench: scale done in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
         finally:
             bed.down()
+    if "scale" in steps:
+        md, js = scale.write(scaled, res["machine"], args.out)
+        print(md.read_text())
+        print(f"bench: wrote {md} and {js}", file=sys.stderr)
+    if not names:
+        return 0
     res["targets"] = _targets(res["variants"])
     parse = subprocess.run([sys.executable, str(HERE / "bench_parse.py")] + (["--quick"] if q else []),
                            capture_output=True, text=True, timeout=600, check=False)

@@ -141,7 +141,8 @@ def _build_bench_module(tmp: Path) -> ModuleType:
     ffi = FFI()
     ffi.cdef("\n".join(line for line in (native / "icmp6.h").read_text().splitlines()
                        if not line.lstrip().startswith("#")) + BENCH_CDEF)
-    ffi.set_source("_icmp6_bench", BENCH_C, sources=[str(native / "icmp6.c")],
+    # icmp6.c calls the compiled classifier (icmp6_cls_first), so classify.c links in too.
+    ffi.set_source("_icmp6_bench", BENCH_C, sources=[str(native / "icmp6.c"), str(native / "classify.c")],
                    include_dirs=[str(native)], extra_compile_args=["-std=c11", "-O2"])
     so = ffi.compile(tmpdir=str(tmp), verbose=False)
     spec = importlib.util.spec_from_file_location("_icmp6_bench", so)

@@ -76,13 +76,16 @@ def _pin(pids: list[int], cpus: str) -> None:
         subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True, check=False)
 
 
-def start(bed: Bed, name: str, *, maxlen: int, rcvbuf: int, work: Path) -> Consumer:
-    """Start variant `name` with this queue maxlen and socket buffer; ready when it returns."""
+def start(bed: Bed, name: str, *, maxlen: int, rcvbuf: int, work: Path,
+          rules: str | None = None) -> Consumer:
+    """Start variant `name` with this queue maxlen and socket buffer; ready when it returns.
+
+    `rules` (TOML [[rule]]s) replaces a shim variant's user rules (bench/scale.py)."""
     if name == "none":
         bed.divert(None)
         return Consumer(name=name, pid=0)
     if name.startswith("shim-"):
-        return _start_shim(bed, name, maxlen=maxlen, rcvbuf=rcvbuf, work=work)
+        return _start_shim(bed, name, maxlen=maxlen, rcvbuf=rcvbuf, work=work, rules=rules)
     if name == "c-batch":
         argv = ["taskset", "-c", "1", str(bed.bins["nfq_accept"]), "0", str(maxlen), str(rcvbuf)]
     else:
@@ -102,7 +105,8 @@ def start(bed: Bed, name: str, *, maxlen: int, rcvbuf: int, work: Path) -> Consu
     return Consumer(name=name, pid=proc.pid, proc=proc)
 
 
-def _start_shim(bed: Bed, name: str, *, maxlen: int, rcvbuf: int, work: Path) -> Consumer:
+def _start_shim(bed: Bed, name: str, *, maxlen: int, rcvbuf: int, work: Path,
+                rules: str | None = None) -> Consumer:
     engine = "batched" if "batched" in name else "netfilterqueue"
     workers = 2 if name.endswith("-2w") else 1
     cfg = work / f"cfg-{name}-{maxlen}"
@@ -113,11 +117,13 @@ def _start_shim(bed: Bed, name: str, *, maxlen: int, rcvbuf: int, work: Path) ->
         # The bench measures how fast the shim judges; per-interface budgets would cut the
         # offered load in the kernel at a few thousand packets a second.
         "[overload]\nbudget = false\n")
-    (cfg / "rules.d" / "bench.toml").write_text(user_rules(100) if name.endswith("-100") else "")
+    if rules is None:
+        rules = user_rules(100) if name.endswith("-100") else ""
+    (cfg / "rules.d" / "bench.toml").write_text(rules)
     bed.divert(None)
     shim = ShimProcess(cfg, netns=bed.topo.ns("g"), extra=())
     shim.start()
-    shim.wait_ready()
+    shim.wait_ready(timeout=60)  # 10,000 rules take a few seconds to load on this VM
     assert shim.proc is not None
     c = Consumer(name=name, pid=shim.proc.pid, workers=workers, shim=shim)
     # One worker: pinned to CPU 1, the generator and its softirq own CPU 0.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import scale
 from bench.frames import PROFILES, frames, frames_file
 from bench.harness import build_tools
 from bench.report import machine, render, write
@@ -70,6 +71,37 @@ class TestReport:
         assert "test layout" in text
         assert json.loads(js.read_text())["variants"]["nfq-py"]["rss_kib"]["peak"] == 2048
         assert render(res) == text
+
+
+class TestScaleReport:
+    """The scale step's writer: ratios to the same engine's 0-rule rate, targets met or missed."""
+
+    @staticmethod
+    def _res(rates: dict[str, float]) -> dict[str, object]:
+        def drain(pps: float) -> dict[str, object]:
+            return {"median": pps, "min": pps, "max": pps, "runs": 1, "all": [pps]}
+
+        return {"quick": True, "drain_count": 10, "rounds": 1, "per_round": 1, "latency_bg": 1,
+                "probes": 1, "drain_pps": {k: drain(v) for k, v in rates.items()},
+                "cpu_us_per_pkt": {k: {"median": 2.0, "all": [2.0]} for k in rates},
+                "rss_kib": {"batched/0": {"idle": 1024, "peak": 1024},
+                            "batched/10000": {"idle": 2048, "peak": 100 * 1024}},
+                "latency": {}, "classifier": {}}
+
+    def test_ratios_and_targets(self, tmp_path: Path) -> None:
+        """Each table's ratio is its rate over the same engine's 0-rule rate; a ratio under
+        its goal and an RSS growth over 50 MiB are MISSED, the others MET."""
+        rates = {"c-batch": 400e3, "batched/0": 400e3, "batched/1000": 380e3, "batched/10000": 200e3}
+        md, js = scale.write(self._res(rates), machine(), tmp_path)
+        text = md.read_text()
+        assert f"| shim, batched | 10,000 | 200 [200–200] | {200 / 400:.2f} |" in text
+        targets = json.loads(js.read_text())["targets"]
+        assert any("10,000 rules / 0 rules" in t and "MISSED" in t for t in targets)
+        assert any("1,000 rules / 0 rules" in t and f"{380 / 400:.2f}" in t and "MET" in t
+                   for t in targets)
+        assert any("RSS growth" in t and "MISSED" in t for t in targets)  # 99 MiB
+        assert any("bare C" in t and "MET" in t for t in targets)
+        assert any("netfilterqueue" in t and "not measured" in t for t in targets)
 
 
 class TestTools:

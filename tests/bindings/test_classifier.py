@@ -148,6 +148,28 @@ class TestCompiledEqualsWalk:
         else:
             raise AssertionError("a 4 KiB limit accepted 200 bit-vector rules")
 
+    def test_build_cpu_leaves_the_table_as_it_was(self) -> None:
+        """classifier_build_cpu builds and frees `repeat` classifiers of the table's rules
+        (non-negative CPU seconds each) and leaves the table's own classifier and its
+        answers alone; a walk-only table can be timed too; repeat < 1 is refused."""
+        src = ipaddress.IPv6Address("2001:db8:1::").packed
+        rs = [NativeRule(types=frozenset({128}), src_prefix=src, src_plen=48,
+                         hop_min=i, hop_max=i) for i in range(100)]
+        compiled = native.NativeTable(rs, ROLE, IKE, 16)
+        before = compiled.classifier_stats()
+        pkt = bytes(_echo("2001:db8:1::9", 42))
+        times = compiled.classifier_build_cpu(3)
+        assert len(times) == 3 and all(t >= 0.0 for t in times)
+        assert compiled.classifier_stats() == before and compiled.classify(pkt, 1, 0, 0) == 42
+        walk = native.NativeTable(rs, ROLE, IKE, 16, compiled=False)
+        assert len(walk.classifier_build_cpu(1)) == 1 and not walk.compiled
+        try:
+            compiled.classifier_build_cpu(0)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("repeat=0 was accepted")
+
 
 def _echo(src: str, hlim: int) -> bytes:
     from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
