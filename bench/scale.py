@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""The `scale` step of `make bench` (issue #15): the shim with 0, 1,000 and 10,000 user rules.
+"""The `scale` step of `make bench`: the shim with 0, 1,000 and 10,000 user rules.
 
 Through the real NFQUEUE of the bench's bed (a -- g -- b), for each shim engine
 and each table (the defaults plus N realistic user rules, bench/rulesets.py, none
@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 COUNTS = (0, 1_000, 10_000)
 ENGINES = {"batched": "shim-batched", "netfilterqueue": "shim-nfq"}
 BIG_MAXLEN, BIG_RCVBUF = 65_536, 1 << 30   # as the drains of bench/__main__.py
-# Targets of issue #15 (in the benchmark, never in tests).
+# The targets (in the benchmark, never in tests).
 GOALS = {"drain_1k": 0.9, "drain_10k": 0.8, "compile_10k_s": 1.0, "rss_growth_mib": 50.0,
          "batched_vs_c": 0.95}
 
@@ -190,7 +190,7 @@ def render(res: dict[str, Any], machine: dict[str, object], date: str) -> str:
     if none:
         lines += ["", f"No queue (forwarding only): RTT p50/p99 {none['p50_us']:.0f}/"
                       f"{none['p99_us']:.0f} µs."]
-    lines += ["", "Targets (issue #15):", ""] + [f"- {t}" for t in targets(res)]
+    lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(res)]
     cls = res.get("classifier", {})
     if "failed" in cls:
         lines += ["", f"bench_classifier.py failed: {cls['failed']}"]
