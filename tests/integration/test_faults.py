@@ -198,6 +198,24 @@ class TestCrash:
                 cleanup_all()
 
 
+def _start_then_die(ns: str, cfg: Path) -> None:
+    """A daemon that installed its diversion and died without a stop: a child process that
+    starts a Service and exits, so the kernel closes its sockets as after a real death (the
+    queue unbinds; a fail-open nft table, owned by its socket, goes with it). In this
+    process the socket would outlive the test and keep the table from `cleanup`."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with in_netns(ns):
+                _Crashing(cfg, notifier=Notifier({}), control_socket="").start()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 class TestCleanupUnlessFailedClosed:
     @pytest.mark.parametrize(("result", "fail_open", "kept"), [
         ("exit-code", False, True), ("watchdog", False, True), ("exit-code", True, False),
@@ -207,11 +225,7 @@ class TestCleanupUnlessFailedClosed:
         """ExecStopPost keeps the diversion only after a failure with fail_open = false."""
         ns = three_node.ns("g")
         cfg = config_dir(f"[queue]\nfail_open = {str(fail_open).lower()}\n")
-        with in_netns(ns):
-            svc = _Crashing(cfg, notifier=Notifier({}), control_socket="")
-            svc.start()  # installs the diversion; dropped below without stop()
-            assert svc.reader is not None
-            svc.reader.unbind()
+        _start_then_die(ns, cfg)
         env = dict(os.environ, SERVICE_RESULT=result, EXIT_CODE="exited", EXIT_STATUS="70")
         out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "shim", "cleanup",
                               "--unless-failed-closed", "--config", str(cfg)],
