@@ -142,13 +142,34 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     else:
         # The instance is its first queue; an unreadable config is an error (exit 2), never a
         # guess that could remove another running instance's diversion.
-        queue = args.queue if args.queue is not None else \
-            load_config(config_dir(args.config)).settings.queue_num
+        if args.queue is not None:
+            queue, queues = args.queue, range(args.queue, args.queue + 1)
+        else:
+            settings = load_config(config_dir(args.config)).settings
+            queue, queues = settings.queue_num, range(settings.queue_num,
+                                                      settings.queue_num + settings.workers)
+        running = _bound(queues)
+        if running is not None:
+            # A process reads the instance's queue: it is running, and the diversion is its
+            # own (e.g. a second start failed at the bind and systemd runs ExecStopPost).
+            print(f"kept the diversion: {running}")
+            return 0 if args.unless_failed_closed else 1
         found = cleanup_instance(queue)
     print("removed: " + ", ".join(found) if found else "nothing of icmp6-shim was installed")
     # Something found and left (an owned table of a running instance, a refused batch):
     # not clean, so not 0; the list above says what and why.
     return 1 if any(NOT_REMOVED in item for item in found) else 0
+
+
+def _bound(queues: range) -> str | None:
+    """Which of `queues` a process holds bound now (the kernel's list), or None."""
+    from shim.daemon.control import kernel_queue_stats
+
+    rows = kernel_queue_stats(queues)
+    if not rows:
+        return None
+    held = ", ".join(f"queue {r['queue']} (netlink port {r['peer_portid']})" for r in rows)
+    return f"{held} is bound by a running process: its diversion is that instance's"
 
 
 def _fail_closed_after_failure(config: str | None) -> str | None:

@@ -237,3 +237,26 @@ class TestCleanupUnlessFailedClosed:
         finally:
             with in_netns(ns):
                 cleanup_all()
+
+    @pytest.mark.parametrize("unless_failed_closed", [False, True], ids=["cleanup", "exec-stop-post"])
+    def test_a_running_instance_keeps_its_diversion(
+        self, three_node: Topology, shim_on: Callable[..., ShimProcess],
+        config_dir: Callable[..., Path], unless_failed_closed: bool,
+    ) -> None:
+        """While a process reads the instance's queue, cleanup leaves its diversion and says
+        why: by hand that is an error (exit 1); as ExecStopPost after a second start that
+        failed at the bind (fail-open, so it would otherwise remove), it is the outcome."""
+        ns = three_node.ns("g")
+        cfg = config_dir("[queue]\nfail_open = true\n")
+        shim = shim_on(ns, cfg, extra=())
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "shim", "cleanup", "--config", str(cfg)]
+        env = dict(os.environ)
+        if unless_failed_closed:
+            argv.append("--unless-failed-closed")
+            env.update(SERVICE_RESULT="exit-code", EXIT_CODE="exited", EXIT_STATUS="3")
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+        assert out.returncode == (0 if unless_failed_closed else 1), out.stderr
+        assert out.stdout.startswith("kept the diversion: queue 0") and "bound" in out.stdout, out.stdout
+        assert _diversion_present(ns)
+        assert shim.stop() == 0
+        assert not _diversion_present(ns)
