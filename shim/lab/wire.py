@@ -43,11 +43,17 @@ class Wire:
             except BlockingIOError:
                 pass
 
-    def arrived(self, node: str, tail: bytes, timeout: float = 1.0, *, contains: bool = False) -> int:
+    def arrived(self, node: str, tail: bytes, timeout: float = 1.0, *, contains: bool = False,
+                icmp_type: int | None = None) -> int:
         """How many ICMPv6 messages ending in (or containing) `tail` reached `node` within timeout.
 
         The window is scaled by time_scale(): a longer window can only see more, so an
         `== 1` stays as strict (a duplicate still shows) and a `== 0` gets stricter.
+
+        Args:
+            icmp_type: count only messages of this type. An error quoting a packet that
+                carried `tail` ends in it too (e.g. the Destination Unreachable a router
+                sends back, seconds later, for a reply to a spoofed source it cannot resolve).
         """
         sock, count = self.rx[node], 0
         deadline = time.monotonic() + timeout * time_scale()
@@ -55,6 +61,8 @@ class Wire:
         while time.monotonic() < deadline:
             try:
                 data = sock.recv(65535)
+                if icmp_type is not None and data[:1] != bytes([icmp_type]):
+                    continue
                 if (tail in data) if contains else data.endswith(tail):
                     count += 1
             except TimeoutError:
