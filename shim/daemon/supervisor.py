@@ -40,6 +40,9 @@ __all__ = ["Supervisor", "run_daemon"]
 
 _CTX = multiprocessing.get_context("fork")
 STALE_AFTER = 2.0  # seconds without a report (8 report periods) before a worker counts as stuck
+# Seconds a worker has from its fork to its first report (compile and bind): generous, since
+# a table at the config limits takes seconds to build and the workers build theirs at once.
+START_WITHIN = 60.0
 
 
 def _worker_main(config_dir: Path | None, config: Config, queue_num: int, trace: bool,
@@ -166,7 +169,9 @@ class Supervisor:
         self.host.choose_backend()
         for w in self.workers:
             self._spawn(w)
-        self._wait_bound(timeout=30.0)
+        self._wait_bound(timeout=START_WITHIN)
+        if self.host.flags.stop:
+            return  # asked to stop while the workers started: nothing to install; the loop ends
         self.host.open_servers()
         self.host.install(workers=self.settings.workers)
         self.log.info("ready", workers=self.settings.workers)
@@ -174,7 +179,7 @@ class Supervisor:
 
     def _wait_bound(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.host.flags.stop:
             for w in self.workers:
                 self._receive(w)
                 if w.proc is not None and not w.proc.is_alive():
@@ -183,6 +188,8 @@ class Supervisor:
             if all(w.bound for w in self.workers):
                 return
             time.sleep(0.05)
+        if self.host.flags.stop:
+            return
         raise ShimError(f"workers did not bind their queues within {timeout:.0f}s")
 
     def _loop(self, wake: socket.socket) -> None:
@@ -204,9 +211,11 @@ class Supervisor:
                     continue
                 if not w.proc.is_alive():
                     self._restart(w)
-                elif w.bound and time.monotonic() - w.last_report > STALE_AFTER:
-                    # Alive but its loop is stuck: its share of the flows gets no verdicts.
-                    self.log.error("worker_stuck", queue=w.queue, silent_s=round(time.monotonic() - w.last_report, 1))
+                elif time.monotonic() - w.last_report > (STALE_AFTER if w.bound else START_WITHIN):
+                    # Alive but its loop is stuck, or a restarted worker never got as far as
+                    # its first report: its share of the flows gets no verdicts.
+                    self.log.error("worker_stuck", queue=w.queue, bound=w.bound,
+                                   silent_s=round(time.monotonic() - w.last_report, 1))
                     w.proc.kill()
                     w.proc.join(5)
                     self._restart(w)
