@@ -22,6 +22,7 @@ import errno
 import os
 import socket
 import struct
+import time
 import weakref
 
 from shim.core.errors import EnvironmentProblem
@@ -163,12 +164,18 @@ def generation(sock: socket.socket | None = None) -> int:
     s = sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
         s.settimeout(2.0)
-        s.send(struct.pack("=IHHIIBBH", 20, _GETGEN, 1, 1, 0, socket.AF_UNSPEC, 0, 0))
+        # A sequence number of this request's own: a late answer to an earlier request that
+        # timed out (still in a kept socket) is skipped, not taken for this one's.
+        seq = time.monotonic_ns() & 0xFFFFFFFF
+        s.send(struct.pack("=IHHIIBBH", 20, _GETGEN, 1, seq, 0, socket.AF_UNSPEC, 0, 0))
         for _ in range(16):  # bounded: the answer is the first message for our request
             data = s.recv(8192)
             off = 0
             while off + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, off)
+                length, kind, _flags, got = struct.unpack_from("=IHHI", data, off)
+                if got != seq:
+                    off += max(length + (-length % 4), 16)
+                    continue
                 if kind == _NLMSG_ERROR:
                     code = -struct.unpack_from("=i", data, off + 16)[0]
                     raise OSError(code, f"NFT_MSG_GETGEN: {os.strerror(code)}")
