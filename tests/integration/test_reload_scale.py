@@ -179,7 +179,8 @@ class TestReloadAtScale:
         prober: _Prober | None = None
         flooder = three_node.popen(
             "a", sys.executable, "-m", "tests.integration.flood", A, B, "129", "56",
-            str(FLOOD_RATE * FLOOD_SECONDS), str(FLOOD_SECONDS), str(FLOOD_RATE),
+            # Under emulation (time scale > 1) the same load is a proportionally lower rate.
+            str(FLOOD_RATE * FLOOD_SECONDS), str(FLOOD_SECONDS), str(int(FLOOD_RATE / time_scale())),
             cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             prober = _Prober(three_node)
