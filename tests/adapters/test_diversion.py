@@ -405,25 +405,31 @@ class TestInNamespace:
         assert "-A INPUT -p udp -j ACCEPT" in ipt and "table inet theirs" in nft
 
 
+def _echoes_to_lo_refused(n: int) -> int:
+    """Send `n` Echo Requests to ::1 (in the current namespace); how many were refused."""
+    import socket
+
+    refused = 0
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        for i in range(n):
+            try:
+                s.sendto(bytes([128, 0, 0, 0, 0, 1, 0, i]), ("::1", 0))
+            except PermissionError:  # dropped at OUTPUT: the sender hears EPERM
+                refused += 1
+    return refused
+
+
 @pytest.mark.netns
 class TestBudgetInNamespace:
     def test_iptables_budget_counts_and_removes(self, lone_ns: Topology) -> None:
         """Echo requests over lo beyond a 1/s budget are cut and counted on the interface found
         at install (lo); installing twice lays one copy; remove leaves nothing of ours."""
-        import socket
-
         spec = QueueSpec(first=7, budget=BudgetSpec(rates=(("other", 1),)))
         div = IptablesDiversion(spec)
         with in_netns(lone_ns.ns("x")):
             div.install()
             div.install()
-            refused = 0
-            with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
-                for i in range(20):
-                    try:
-                        s.sendto(bytes([128, 0, 0, 0, 0, 1, 0, i]), ("::1", 0))
-                    except PermissionError:  # dropped at OUTPUT: the sender hears EPERM
-                        refused += 1
+            refused = _echoes_to_lo_refused(20)
             counters = div.counters()
         _nft, ipt = _ruleset(lone_ns)
         assert ipt.count("-j ICMP6_SHIM_Q7_IN") == 2 and ipt.count("-j ICMP6_SHIM_Q7_OUT") == 1
@@ -441,8 +447,6 @@ class TestBudgetInNamespace:
         """A copy laid with a 1/s budget (a fail-closed leftover) replaced by one with a high
         budget: the new rate applies at once. hashlimit keeps one kernel table per name, and
         a rule laid in the transaction that deletes the old one would join the old table."""
-        import socket
-
         def spec(rate: int) -> QueueSpec:
             return QueueSpec(first=7, budget=BudgetSpec(rates=(("other", rate),)))
 
@@ -450,13 +454,7 @@ class TestBudgetInNamespace:
             IptablesDiversion(spec(1)).install()
             div = IptablesDiversion(spec(100_000))
             div.install()
-            refused = 0
-            with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
-                for i in range(20):
-                    try:
-                        s.sendto(bytes([128, 0, 0, 0, 0, 1, 0, i]), ("::1", 0))
-                    except PermissionError:
-                        refused += 1
+            refused = _echoes_to_lo_refused(20)
             counters = div.counters()
             div.remove()
         assert counters is not None and refused == 0 and counters.budget["other_out"] == 0
