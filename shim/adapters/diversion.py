@@ -744,13 +744,6 @@ def _tag(name: str) -> str:
     return _TAGS[name]
 
 
-def _budget_chains(chain: str) -> list[str]:
-    """The budget chains of base chain `chain` (each direction chain before its class
-    chains), whether or not a spec uses them."""
-    return [f"{chain}_{d.upper()}{suffix}" for d in ("in", "out")
-            for suffix in ("", *(f"_{_tag(name)}" for name, _t in BUDGET_CLASSES))]
-
-
 def parse_ipt_counters(text: str, chain: str) -> DiversionCounters:
     """Sum `[packets:bytes] -A CHAIN ...` lines of ip6tables-save -c: our NFQUEUE rules, and
     each budget rule that drops or accepts (not the RETURNs)."""
